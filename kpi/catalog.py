@@ -1,0 +1,235 @@
+"""The KPI catalog as YAML: validated whole before anything is written, then merged."""
+
+from datetime import date, datetime
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
+from sqlmodel import Session, select
+
+from kpi import store
+from kpi.errors import ConfigError
+from kpi.formulas import FormulaError, parse_formula
+from kpi.models import Kpi, Measure, Target
+
+BUILTIN = files("kpi") / "catalog.yaml"
+AGGREGATIONS = Literal["sum", "avg", "last", "min", "max"]
+CADENCES = Literal["day", "week", "month", "quarter"]
+
+
+def _hours(value: Any) -> Any:
+    """`24h`, `1d`, `90m` or a number of hours."""
+    if isinstance(value, str) and value[-1:] in "hdm" and value[:-1].replace(".", "").isdigit():
+        return float(value[:-1]) * {"h": 1, "d": 24, "m": 1 / 60}[value[-1]]
+    return value
+
+
+def _visibility(value: Any) -> Any:
+    if value == "public":
+        return []
+    return [value] if isinstance(value, str) else value
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class MeasureSpec(Strict):
+    over_time: AGGREGATIONS | None = None
+    across: AGGREGATIONS | None = None
+    unit: str | None = None
+    description: str | None = None
+
+
+class TargetSpec(Strict):
+    target: float
+    warn: float | None = None
+    due: date | None = None
+
+
+class KpiSpec(Strict):
+    name: str | None = None
+    area: str | None = None
+    aliases: list[str] | None = None
+    description: str | None = None
+    formula: str | None = None
+    unit: str | None = None
+    better: Literal["lower", "higher"] | None = None
+    cadence: CADENCES | None = None
+    target: float | None = None
+    warn: float | None = None
+    due: date | None = None
+    owner: str | None = None
+    channel: str | None = None
+    visibility: Annotated[list[str], BeforeValidator(_visibility)] | None = None
+    alert_by: str | None = None
+    renotify: Annotated[float, BeforeValidator(_hours)] | None = None
+    source: str | None = None
+    targets: dict[str, TargetSpec] | None = None  # per dimension value: {"branch=Berlin": {...}}
+
+    @field_validator("targets")
+    @classmethod
+    def dimension_keys(cls, value: dict[str, TargetSpec] | None) -> dict[str, TargetSpec] | None:
+        for key in value or {}:
+            dim, _, dim_value = key.partition("=")
+            if not dim.strip() or not dim_value.strip():
+                raise ValueError(f"write dimension targets as dim=value, not {key!r}")
+        return value
+
+
+class CatalogSpec(Strict):
+    measures: dict[str, MeasureSpec] = {}
+    kpis: dict[str, KpiSpec] = {}
+
+
+def read_spec(path: Path | str) -> CatalogSpec:
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})".splitlines()[0]) from None
+    return parse_spec(raw)
+
+
+def parse_spec(raw: object) -> CatalogSpec:
+    try:
+        return CatalogSpec.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError("\n".join(_problem(e) for e in error.errors())) from None
+
+
+def _problem(error: Any) -> str:
+    path = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    return f"{path}: {message}"
+
+
+def check(spec: CatalogSpec, session: Session) -> None:
+    """What needs the store: formulas over known measures, required fields of new KPIs."""
+    existing_measures = {m.name: m for m in session.exec(select(Measure))}
+    measures = set(existing_measures) | set(spec.measures)
+    existing_kpis = {k.key for k in session.exec(select(Kpi))}
+    problems: list[str] = []
+    for name, m in spec.measures.items():
+        if name not in existing_measures and m.over_time is None:
+            problems.append(f"measures.{name}.over_time: required for a new measure")
+    for key, k in spec.kpis.items():
+        for field in ("name", "formula"):
+            if key not in existing_kpis and getattr(k, field) is None:
+                problems.append(f"kpis.{key}.{field}: required for a new KPI")
+        if k.formula is not None:
+            try:
+                parse_formula(k.formula, sorted(measures))
+            except FormulaError as error:
+                problems.append(f"kpis.{key}.formula: {error}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def apply(spec: CatalogSpec, session: Session, *, actor: str, now: datetime) -> dict[str, int]:
+    """Merge: add what is new, update only the given fields, never drop. Caller commits."""
+    check(spec, session)
+    counts = {"measures": 0, "kpis": 0, "targets": 0}
+    for name, m in spec.measures.items():
+        counts["measures"] += _merge_measure(session, name, m)
+    session.flush()
+    for key, k in spec.kpis.items():
+        counts["kpis"] += _merge_kpi(session, key, k)
+        session.flush()
+        counts["targets"] += _merge_targets(session, key, k, actor=actor, now=now)
+    return counts
+
+
+def _merge_measure(session: Session, name: str, spec: MeasureSpec) -> int:
+    given = spec.model_dump(exclude_none=True)
+    row = session.get(Measure, name)
+    if row is None:
+        session.add(Measure(name=name, **given))
+        return 1
+    changed = any(getattr(row, f) != v for f, v in given.items())
+    row.sqlmodel_update(given)
+    return int(changed)
+
+
+KPI_FIELDS = (
+    "name",
+    "area",
+    "aliases",
+    "description",
+    "formula",
+    "unit",
+    "better",
+    "cadence",
+    "owner",
+    "channel",
+    "visibility",
+    "alert_by",
+    "source",
+)
+
+
+def _merge_kpi(session: Session, key: str, spec: KpiSpec) -> int:
+    given = {f: getattr(spec, f) for f in KPI_FIELDS if getattr(spec, f) is not None}
+    if spec.renotify is not None:
+        given["renotify_hours"] = spec.renotify
+    row = session.get(Kpi, key)
+    if row is None:
+        session.add(Kpi(key=key, **given))
+        return 1
+    changed = any(getattr(row, f) != v for f, v in given.items())
+    row.sqlmodel_update(given)
+    return int(changed)
+
+
+def _merge_targets(session: Session, key: str, spec: KpiSpec, *, actor: str, now: datetime) -> int:
+    changes = 0
+    if spec.target is not None or spec.warn is not None or spec.due is not None:
+        given = {"target": spec.target, "warn": spec.warn, "due": spec.due}
+        changes += _set_target(session, key, "", "", given, actor=actor, now=now)
+    for dim_key, t in (spec.targets or {}).items():
+        dim, _, value = (part.strip() for part in dim_key.partition("="))
+        given = t.model_dump()
+        changes += _set_target(session, key, dim, value, given, actor=actor, now=now)
+    return changes
+
+
+def _set_target(
+    session: Session, key: str, dim: str, value: str, given: dict, *, actor: str, now: datetime
+) -> int:
+    current = store.get_target(session=session, kpi_key=key, dim=dim, dim_value=value)
+    fields = {f: v for f, v in given.items() if v is not None}
+    if current is None and "target" not in fields:
+        raise ConfigError(f"kpis.{key}.target: give a target before a warn band or due date")
+    before = store.target_dict(current)
+    if current is None:
+        current = Target(kpi_key=key, dim=dim, dim_value=value, **fields)
+        session.add(current)
+    else:
+        current.sqlmodel_update(fields)
+    after = store.target_dict(current)
+    if before == after:
+        return 0
+    subject = key if not dim else f"{key} {dim}={value}"
+    store.audit(
+        session=session,
+        actor=actor,
+        action="target.set",
+        subject=subject,
+        before=before,
+        after=after,
+        at=now,
+    )
+    return 1
+
+
+def load_builtin_if_empty(session: Session, *, now: datetime) -> bool:
+    """A new store starts with the built-in catalog, so `kpibot demo` and `/kpi` work at once."""
+    if session.exec(select(Kpi).limit(1)).first() is not None:
+        return False
+    apply(read_spec(Path(str(BUILTIN))), session, actor="kpibot", now=now)
+    return True

@@ -1,0 +1,119 @@
+"""KPI formulas: parsed once when the catalog loads, evaluated by simpleeval (never `eval`)."""
+
+import ast
+import math
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from rapidfuzz import process
+from simpleeval import SimpleEval
+
+from kpi.errors import ConfigError
+
+DAYS = "days"
+FUNCTIONS: dict[str, Callable[..., float]] = {"min": min, "max": max, "abs": abs}
+OPERATORS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+}
+ALLOWED_NODES = (
+    ast.Expression,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.Constant,
+    ast.Name,
+    ast.Load,
+    ast.Call,
+    *OPERATORS,
+)
+SYMBOLS = {ast.Add: "+", ast.Sub: "−", ast.Mult: "×", ast.Div: "÷"}
+
+
+class FormulaError(ConfigError):
+    """A formula that is not plain arithmetic over known measures."""
+
+
+@dataclass(frozen=True)
+class Formula:
+    text: str
+    tree: ast.Expression
+    measures: tuple[str, ...]
+
+    def evaluate(self, values: Mapping[str, float | None], days: int) -> float | None:
+        """The KPI value, or None when an input is missing or the arithmetic is undefined."""
+        if any(values.get(name) is None for name in self.measures):
+            return None
+        names = {**values, DAYS: days}
+        evaluator = SimpleEval(operators=OPERATORS, functions=FUNCTIONS, names=names)
+        try:
+            result = evaluator.eval(self.text, previously_parsed=self.tree.body)
+        except (ZeroDivisionError, OverflowError):
+            return None
+        result = float(result)
+        return result if math.isfinite(result) else None
+
+    def explain(self, describe: Callable[[str], str], days: int) -> str:
+        """The formula with its inputs: `receivables 400,000 ÷ sales 200,000 × 31 days`."""
+        return _explain(self.tree.body, describe, days)
+
+
+def parse_formula(text: str, measures: Sequence[str]) -> Formula:
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError:
+        raise FormulaError(f"not a formula: {text!r} (write e.g. `a / b * 100`)") from None
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ALLOWED_NODES):
+            raise FormulaError(f"only + − × ÷, numbers and measure names are allowed: {text!r}")
+        if isinstance(node, ast.Call):
+            _check_call(node)
+        elif isinstance(node, ast.Name) and not _is_function(node, tree):
+            names.append(node.id)
+        elif isinstance(node, ast.Constant) and not isinstance(node.value, int | float):
+            raise FormulaError(f"only numbers may appear as constants: {text!r}")
+    for name in names:
+        if name != DAYS and name not in measures:
+            raise FormulaError(f"unknown measure {name!r}{_did_you_mean(name, measures)}")
+    used = tuple(dict.fromkeys(n for n in names if n != DAYS))
+    if not used:
+        raise FormulaError(f"a formula needs at least one measure: {text!r}")
+    return Formula(text=text.strip(), tree=tree, measures=used)
+
+
+def _check_call(node: ast.Call) -> None:
+    if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+        raise FormulaError(f"only these functions are allowed: {', '.join(FUNCTIONS)}")
+    if node.keywords:
+        raise FormulaError("functions take plain arguments only")
+
+
+def _is_function(name: ast.Name, tree: ast.AST) -> bool:
+    return any(isinstance(n, ast.Call) and n.func is name for n in ast.walk(tree))
+
+
+def _did_you_mean(name: str, choices: Sequence[str]) -> str:
+    match = process.extractOne(name, list(choices), score_cutoff=70)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _explain(node: ast.AST, describe: Callable[[str], str], days: int) -> str:
+    if isinstance(node, ast.BinOp):
+        left = _explain(node.left, describe, days)
+        right = _explain(node.right, describe, days)
+        if isinstance(node.right, ast.BinOp):
+            right = f"({right})"
+        return f"{left} {SYMBOLS[type(node.op)]} {right}"
+    if isinstance(node, ast.UnaryOp):
+        return f"−{_explain(node.operand, describe, days)}"
+    if isinstance(node, ast.Name):
+        return f"{days} days" if node.id == DAYS else describe(node.id)
+    if isinstance(node, ast.Call):
+        args = ", ".join(_explain(a, describe, days) for a in node.args)
+        return f"{node.func.id}({args})"
+    return f"{node.value:g}"

@@ -1,0 +1,105 @@
+"""The store's tables. Timestamps are naive UTC; `day`/`start` columns are local calendar dates
+in the organisation's time zone, which is what periods are made of."""
+
+from datetime import date, datetime
+
+from sqlalchemy import JSON, Column, Index, PrimaryKeyConstraint, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class Measure(SQLModel, table=True):
+    name: str = Field(primary_key=True)
+    over_time: str = "sum"  # sum | avg | last | min | max
+    across: str = "sum"  # how series (dimension values) combine
+    unit: str = ""
+    description: str = ""
+
+
+class Series(SQLModel, table=True):
+    """One measure with one combination of dimension values (`dims` is canonical JSON)."""
+
+    __table_args__ = (UniqueConstraint("measure", "dims"),)
+    id: int | None = Field(default=None, primary_key=True)
+    measure: str = Field(foreign_key="measure.name", index=True)
+    dims: str = "{}"
+
+
+class SeriesDim(SQLModel, table=True):
+    __table_args__ = (
+        PrimaryKeyConstraint("series_id", "dim"),
+        Index("ix_seriesdim_dim_value", "dim", "value"),
+    )
+    series_id: int = Field(foreign_key="series.id")
+    dim: str
+    value: str
+
+
+class Observation(SQLModel, table=True):
+    __table_args__ = (PrimaryKeyConstraint("series_id", "ts"),)
+    series_id: int = Field(foreign_key="series.id")
+    ts: datetime
+    day: date  # local date of ts, so rollups group without time-zone maths in SQL
+    value: float
+
+
+class Rollup(SQLModel, table=True):
+    """Per series and local day/week/month: what every aggregation rule needs, kept on import."""
+
+    __table_args__ = (PrimaryKeyConstraint("grain", "series_id", "start"),)
+    grain: str  # day | week | month
+    series_id: int = Field(foreign_key="series.id")
+    start: date
+    total: float
+    count: int
+    minimum: float
+    maximum: float
+    last_ts: datetime
+    last_value: float
+
+
+class Kpi(SQLModel, table=True):
+    key: str = Field(primary_key=True)
+    name: str
+    area: str = "Other"
+    description: str = ""
+    formula: str
+    unit: str = ""
+    better: str = "lower"  # lower | higher
+    cadence: str = "month"  # day | week | month | quarter
+    owner: str = ""
+    channel: str = ""
+    aliases: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    visibility: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    alert_by: str = ""
+    renotify_hours: float = 24.0
+    source: str = ""  # where its default target comes from
+
+
+class Target(SQLModel, table=True):
+    """A KPI's target, or one dimension value's (dim/dim_value empty for the KPI as a whole)."""
+
+    __table_args__ = (UniqueConstraint("kpi_key", "dim", "dim_value"),)
+    id: int | None = Field(default=None, primary_key=True)
+    kpi_key: str = Field(foreign_key="kpi.key", index=True)
+    dim: str = ""
+    dim_value: str = ""
+    target: float
+    warn: float | None = None
+    due: date | None = None
+
+
+class AuditLog(SQLModel, table=True):
+    """Append-only: who changed what, when, from what to what."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(index=True)
+    actor: str
+    action: str
+    subject: str
+    before: dict | None = Field(default=None, sa_column=Column(JSON))
+    after: dict | None = Field(default=None, sa_column=Column(JSON))
+
+
+class Meta(SQLModel, table=True):
+    key: str = Field(primary_key=True)
+    value: str

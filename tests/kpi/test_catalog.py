@@ -1,0 +1,150 @@
+from datetime import UTC, datetime
+
+import pytest
+from sqlmodel import select
+
+from kpi import catalog
+from kpi.errors import ConfigError
+from kpi.models import AuditLog, Kpi, Measure, Target
+
+NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+def load(engine, raw):
+    from kpi.db import session_scope
+
+    with session_scope(engine) as session:
+        return catalog.apply(catalog.parse_spec(raw), session, actor="U1", now=NOW)
+
+
+def rows(engine, model):
+    from kpi.db import session_scope
+
+    with session_scope(engine) as session:
+        return list(session.exec(select(model)))
+
+
+def test_builtin_catalog_has_the_fifteen_kpis_of_the_product(catalog_engine):
+    keys = {k.key for k in rows(catalog_engine, Kpi)}
+    assert keys == {
+        "dso", "ap_turnover", "invoice_processing_time", "finance_error_rate", "time_to_hire",
+        "employee_turnover_rate", "employee_satisfaction", "training_cost_per_employee",
+        "system_uptime", "incident_response_time", "helpdesk_resolution_time",
+        "security_incidents", "support_cost_ratio", "cost_per_transaction",
+        "back_office_complaints",
+    }  # fmt: skip
+    for kpi in rows(catalog_engine, Kpi):
+        assert kpi.name and kpi.description and kpi.aliases and kpi.source, kpi.key
+        assert kpi.better in ("lower", "higher") and kpi.cadence in (
+            "day",
+            "week",
+            "month",
+            "quarter",
+        )
+    assert len(rows(catalog_engine, Target)) == 15
+
+
+def test_builtin_catalog_loads_only_into_an_empty_store(catalog_engine):
+    from kpi.db import session_scope
+
+    with session_scope(catalog_engine) as session:
+        assert catalog.load_builtin_if_empty(session, now=NOW) is False
+
+
+def test_aggregation_rules_follow_the_product(catalog_engine):
+    measures = {m.name: m for m in rows(catalog_engine, Measure)}
+    assert measures["ar_balance"].over_time == "last"
+    assert measures["headcount"].over_time == "avg" and measures["headcount"].across == "sum"
+    assert measures["satisfaction_score"].across == "avg"
+    assert measures["credit_sales"].over_time == "sum"
+
+
+def test_an_entry_for_an_existing_kpi_changes_only_the_fields_it_gives(catalog_engine):
+    counts = load(catalog_engine, {"kpis": {"dso": {"target": 40}}})
+    assert counts == {"measures": 0, "kpis": 0, "targets": 1}
+    dso = next(k for k in rows(catalog_engine, Kpi) if k.key == "dso")
+    assert (
+        dso.name == "Days Sales Outstanding" and dso.formula == "ar_balance / credit_sales * days"
+    )
+    target = next(t for t in rows(catalog_engine, Target) if t.kpi_key == "dso")
+    assert (target.target, target.warn) == (40, 55)
+
+
+def test_a_target_change_is_audited_with_before_and_after(catalog_engine):
+    load(catalog_engine, {"kpis": {"dso": {"target": 40, "due": "2027-06-30"}}})
+    entry = [a for a in rows(catalog_engine, AuditLog) if a.subject == "dso"][-1]
+    assert entry.actor == "U1" and entry.action == "target.set"
+    assert entry.before == {"target": 45.0, "warn": 55.0, "due": None}
+    assert entry.after == {"target": 40.0, "warn": 55.0, "due": "2027-06-30"}
+
+
+def test_reloading_the_same_entry_changes_nothing_and_audits_nothing(catalog_engine):
+    load(catalog_engine, {"kpis": {"dso": {"target": 40}}})
+    before = len(rows(catalog_engine, AuditLog))
+    assert load(catalog_engine, {"kpis": {"dso": {"target": 40}}})["targets"] == 0
+    assert len(rows(catalog_engine, AuditLog)) == before
+
+
+def test_new_measures_and_kpis_are_added_and_nothing_is_dropped(catalog_engine):
+    load(catalog_engine, {
+        "measures": {"refunds": {"over_time": "sum", "unit": "EUR"}},
+        "kpis": {"refund_rate": {"name": "Refund rate", "formula": "refunds / revenue * 100",
+                                 "unit": "%", "targets": {"branch=Berlin": {"target": 2}}}},
+    })  # fmt: skip
+    assert len(rows(catalog_engine, Kpi)) == 16
+    berlin = [t for t in rows(catalog_engine, Target) if t.kpi_key == "refund_rate"]
+    assert [(t.dim, t.dim_value, t.target) for t in berlin] == [("branch", "Berlin", 2.0)]
+
+
+def test_every_problem_is_named_by_its_yaml_path_and_nothing_is_written(catalog_engine):
+    raw = {
+        "measures": {"x": {"over_time": "median"}},
+        "kpis": {
+            "dso": {"formula": "ar_balanse / credit_sales", "better": "up", "target": "high"},
+            "fresh": {"cadence": "yearly", "colour": "red"},
+        },
+    }
+    with pytest.raises(ConfigError) as caught:
+        load(catalog_engine, raw)
+    message = str(caught.value)
+    assert "measures.x.over_time:" in message
+    assert "kpis.dso.better:" in message and "kpis.dso.target:" in message
+    assert "kpis.fresh.cadence:" in message and "kpis.fresh.colour: unknown field" in message
+    assert len(rows(catalog_engine, Measure)) == 25
+
+
+def test_unknown_measure_in_a_formula_suggests_the_closest(catalog_engine):
+    with pytest.raises(ConfigError) as caught:
+        load(catalog_engine, {"kpis": {"dso": {"formula": "ar_balanse / credit_sales * days"}}})
+    assert str(caught.value) == (
+        "kpis.dso.formula: unknown measure 'ar_balanse' (did you mean 'ar_balance'?)"
+    )
+
+
+def test_a_new_kpi_needs_a_name_and_a_formula(catalog_engine):
+    with pytest.raises(ConfigError) as caught:
+        load(catalog_engine, {"kpis": {"fresh": {"unit": "%"}}})
+    assert "kpis.fresh.name: required" in str(caught.value)
+    assert "kpis.fresh.formula: required" in str(caught.value)
+
+
+def test_visibility_public_or_a_list_and_renotify_in_hours(catalog_engine):
+    load(
+        catalog_engine,
+        {
+            "kpis": {
+                "dso": {"visibility": ["C1", "S1"], "renotify": "2d"},
+                "ap_turnover": {"visibility": "public"},
+            }
+        },
+    )
+    kpis = {k.key: k for k in rows(catalog_engine, Kpi)}
+    assert kpis["dso"].visibility == ["C1", "S1"] and kpis["dso"].renotify_hours == 48
+    assert kpis["ap_turnover"].visibility == []
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("kpis: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        catalog.read_spec(path)

@@ -1,0 +1,66 @@
+import pytest
+
+from kpi.formulas import FormulaError, parse_formula
+
+MEASURES = ["ar_balance", "credit_sales", "errors", "transactions"]
+
+
+@pytest.mark.parametrize(
+    ("text", "values", "days", "expected"),
+    [
+        # 400,000 / 200,000 × 31 = 62.0
+        (
+            "ar_balance / credit_sales * days",
+            {"ar_balance": 400e3, "credit_sales": 200e3},
+            31,
+            62.0,
+        ),
+        # 3 / 150 × 100 = 2.0
+        ("errors / transactions * 100", {"errors": 3, "transactions": 150}, 30, 2.0),
+        ("max(errors, 5) - 1", {"errors": 3}, 30, 4.0),
+        ("-errors", {"errors": 3}, 30, -3.0),
+        ("errors / transactions", {"errors": 3, "transactions": 0}, 30, None),
+        ("errors / transactions", {"errors": 0, "transactions": 0}, 30, None),
+        ("errors / transactions", {"errors": 1, "transactions": None}, 30, None),
+        ("errors / transactions", {"errors": 1}, 30, None),
+    ],
+)
+def test_evaluate(text, values, days, expected):
+    assert parse_formula(text, MEASURES).evaluate(values, days) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ar_balanse / credit_sales", "unknown measure 'ar_balanse' (did you mean 'ar_balance'?)"),
+        ("__import__('os').system('x')", "only"),
+        ("errors.real", "only + − × ÷"),
+        ("errors if errors else 1", "only + − × ÷"),
+        ("'text'", "only numbers"),
+        ("errors ** 99999", "only + − × ÷"),
+        ("lambda: 1", "only + − × ÷"),
+        ("[errors]", "only + − × ÷"),
+        ("days * 2", "at least one measure"),
+        ("errors /", "not a formula"),
+        ("open(errors)", "only these functions"),
+    ],
+)
+def test_rejects_anything_but_arithmetic_over_measures(text, message):
+    with pytest.raises(FormulaError) as caught:
+        parse_formula(text, MEASURES)
+    assert message in str(caught.value)
+
+
+def test_measures_are_listed_once_in_order_of_appearance():
+    assert parse_formula("errors / transactions + errors", MEASURES).measures == (
+        "errors",
+        "transactions",
+    )
+
+
+def test_explain_writes_out_the_inputs():
+    formula = parse_formula("ar_balance / credit_sales * days", MEASURES)
+    labels = {"ar_balance": "receivables 400,000", "credit_sales": "credit sales 200,000"}
+    assert formula.explain(labels.__getitem__, 31) == (
+        "receivables 400,000 ÷ credit sales 200,000 × 31 days"
+    )
