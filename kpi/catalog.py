@@ -142,6 +142,7 @@ def apply(spec: CatalogSpec, session: Session, *, actor: str, now: datetime) -> 
         counts["kpis"] += _merge_kpi(session, key, k)
         session.flush()
         counts["targets"] += _merge_targets(session, key, k, actor=actor, now=now)
+    store.bump_generation(session=session)
     return counts
 
 

@@ -4,7 +4,7 @@ from datetime import datetime
 
 from sqlmodel import Session, select
 
-from kpi.models import AuditLog, Kpi, Measure, Target
+from kpi.models import AuditLog, Kpi, Measure, Meta, Target
 
 
 def get_target(
@@ -48,3 +48,20 @@ def audit(
     session.add(
         AuditLog(at=at, actor=actor, action=action, subject=subject, before=before, after=after)
     )
+
+
+GENERATION = "generation"
+
+
+def generation(*, session: Session) -> str:
+    """Changes whenever data, targets or the catalog change: the key of every cached answer."""
+    row = session.get(Meta, GENERATION)
+    return row.value if row else "0"
+
+
+def bump_generation(*, session: Session) -> None:
+    row = session.get(Meta, GENERATION)
+    if row is None:
+        session.add(Meta(key=GENERATION, value="1"))
+    else:
+        row.value = str(int(row.value) + 1)

@@ -1,0 +1,67 @@
+"""Turning a `kpi.service.Reply` into a Slack message and, for trends, a chart."""
+
+import json
+from datetime import datetime
+
+from bot import ids
+from bot.charts import TrendChart, trend_png
+from bot.render import Renderer
+from kpi.service import Reply
+
+_renderer: Renderer | None = None
+
+
+def renderer() -> Renderer:
+    """One Renderer per process, built on first use (templates are parsed once)."""
+    global _renderer
+    if _renderer is None:
+        _renderer = Renderer(ids=ids)
+    return _renderer
+
+
+def render_reply(reply: Reply, **extra: object) -> dict:
+    return renderer().message(reply.template, **reply.values, **extra)
+
+
+def chart_png(reply: Reply) -> bytes:
+    points = reply.trend or []
+    chart = TrendChart(
+        title=reply.extra["title"],
+        unit=reply.extra["unit"],
+        labels=[_short(p["period"]) for p in points],
+        values=[p["value"] for p in points],
+        target=reply.extra["target"],
+        warn=reply.extra["warn"],
+        better=reply.extra["better"],
+    )
+    return trend_png(chart)
+
+
+def _short(period) -> str:
+    """Axis labels: `Oct 26`, `W44`, `Q3 26`, `5 Oct`."""
+    start = period.start
+    if period.grain == "month":
+        return start.strftime("%b %y")
+    if period.grain == "week":
+        return f"W{start.isocalendar().week}"
+    if period.grain == "quarter":
+        return f"Q{(start.month - 1) // 3 + 1} {start:%y}"
+    if period.grain == "year":
+        return str(start.year)
+    return f"{start.day} {start:%b}"
+
+
+SHARE_VALUE_LIMIT = 2000
+
+
+def share_value(reply: Reply, text: str, as_of: datetime) -> str | None:
+    """The Share button carries the question and its moment, so the post is the same answer."""
+    if reply.kpi is None:
+        return None
+    value = json.dumps({"text": text, "as_of": as_of.isoformat()}, ensure_ascii=False)
+    return value if len(value) <= SHARE_VALUE_LIMIT else None
+
+
+def read_share_value(value: str) -> tuple[str, datetime]:
+    data = json.loads(value)
+    return str(data["text"]), datetime.fromisoformat(data["as_of"])

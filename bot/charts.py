@@ -1,0 +1,64 @@
+"""PNG charts with matplotlib's Agg backend (no display), fixed size, small files."""
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+SIZE_INCHES = (8, 3.6)
+DPI = 100
+COLOURS = {"value": "#1f6feb", "target": "#2da44e", "warn": "#d29922"}
+
+
+@dataclass(frozen=True)
+class TrendChart:
+    title: str
+    unit: str
+    labels: Sequence[str]
+    values: Sequence[float | None]  # None leaves a gap
+    target: float | None = None
+    warn: float | None = None
+    better: str = "lower"
+
+
+def trend_png(chart: TrendChart) -> bytes:
+    fig, ax = plt.subplots(figsize=SIZE_INCHES, dpi=DPI)
+    try:
+        _draw(ax, chart)
+        fig.tight_layout()
+        out = io.BytesIO()
+        fig.savefig(out, format="png", dpi=DPI)
+        return out.getvalue()
+    finally:
+        plt.close(fig)
+
+
+def _draw(ax, chart: TrendChart) -> None:
+    xs = list(range(len(chart.labels)))
+    ys = [math.nan if v is None else v for v in chart.values]
+    ax.plot(xs, ys, marker="o", markersize=4, linewidth=2, color=COLOURS["value"], label="value")
+    if chart.target is not None:
+        ax.axhline(
+            chart.target,
+            color=COLOURS["target"],
+            linestyle="--",
+            linewidth=1.5,
+            label=f"target {chart.target:g}",
+        )
+    if chart.target is not None and chart.warn is not None:
+        low, high = sorted((chart.target, chart.warn))
+        ax.axhspan(low, high, color=COLOURS["warn"], alpha=0.15, label="at risk")
+    ax.set_title(chart.title, loc="left", fontsize=12)
+    ax.set_ylabel(chart.unit)
+    step = max(1, len(xs) // 12)
+    ax.set_xticks(xs[::step])
+    ax.set_xticklabels([chart.labels[i] for i in xs[::step]], rotation=30, ha="right", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.legend(loc="best", fontsize=8, frameon=False)

@@ -1,0 +1,70 @@
+"""Numbers as people read them: units, sensible rounding, thousands separators."""
+
+import math
+from datetime import date
+
+CURRENCY_SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£"}
+DECIMALS = {"days": 1, "hours": 1, "%": 2, "×": 2, "score": 2, "count": 0}
+STATUS_EMOJI = {
+    "on_target": ":large_green_circle:",
+    "at_risk": ":large_yellow_circle:",
+    "off_target": ":red_circle:",
+    "no_data": ":white_circle:",
+}
+STATUS_WORDS = {
+    "on_target": "on target",
+    "at_risk": "at risk",
+    "off_target": "off target",
+    "no_data": "no data",
+}
+
+
+def is_currency(unit: str) -> bool:
+    return len(unit) == 3 and unit.isalpha() and unit.isupper()
+
+
+def number(value: float, decimals: int) -> str:
+    if decimals == 0:
+        value = round(value)
+    text = f"{value:,.{decimals}f}"
+    return "0" if text in ("-0", "-0.0", "-0.00") else text.replace("-", "−")
+
+
+def fmt(value: float | None, unit: str) -> str:
+    """`42.3 days`, `1.25 %`, `€1,234`, `0.82×`, `3`; `—` when there is no value."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    if is_currency(unit):
+        symbol = CURRENCY_SYMBOLS.get(unit)
+        amount = number(value, 0)
+        return f"{symbol}{amount}" if symbol else f"{amount} {unit}"
+    decimals = DECIMALS.get(unit, 2)
+    text = number(value, decimals)
+    if unit in ("%", "×"):
+        return f"{text}{unit}" if unit == "×" else f"{text} %"
+    if unit in ("count", "score", ""):
+        return text
+    return f"{text} {unit}"
+
+
+def fmt_delta(delta: float, unit: str) -> str:
+    sign = "+" if delta > 0 else ""
+    return sign + fmt(delta, unit) if delta >= 0 else fmt(delta, unit)
+
+
+def arrow(delta: float) -> str:
+    return "▲" if delta > 0 else "▼" if delta < 0 else "▶"
+
+
+def fmt_day(day: date) -> str:
+    return f"{day.day} {day:%b %Y}"
+
+
+def fmt_input(value: float | None, unit: str) -> str:
+    """A measure's aggregate in the "how it is computed" line: whole numbers unless small."""
+    if value is None:
+        return "—"
+    if is_currency(unit):
+        return fmt(value, unit)
+    decimals = 0 if abs(value) >= 100 or float(value).is_integer() else 2
+    return number(value, decimals)

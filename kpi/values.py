@@ -1,0 +1,183 @@
+"""KPI values: formulas over aggregated measures, targets, status, change, breakdowns, trends."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+from sqlmodel import Session, select
+
+from kpi.aggregate import NO_SCOPE, Scope, buckets_for, measure_values
+from kpi.formulas import Formula, parse_formula
+from kpi.models import Kpi, Measure, Target
+
+STATUSES = ("on_target", "at_risk", "off_target", "no_data")
+
+
+class PeriodLike:
+    """What the engine needs of a period (kpi.periods.Period provides it)."""
+
+    start: date
+    end: date
+    grain: str
+    days: int
+
+
+@dataclass(frozen=True)
+class KpiDef:
+    kpi: Kpi
+    formula: Formula
+    measures: dict[str, Measure]
+    targets: tuple[Target, ...]
+
+    @property
+    def key(self) -> str:
+        return self.kpi.key
+
+    def target_for(self, filters: Sequence[tuple[str, str]] = ()) -> Target | None:
+        """A dimension value's own target overrides the KPI's when that value is the scope."""
+        by_scope = {(t.dim, t.dim_value): t for t in self.targets}
+        if len(filters) == 1 and tuple(filters[0]) in by_scope:
+            return by_scope[tuple(filters[0])]
+        return by_scope.get(("", ""))
+
+
+@dataclass(frozen=True)
+class Catalog:
+    kpis: dict[str, KpiDef]
+    measures: dict[str, Measure]
+
+    def areas(self) -> list[str]:
+        return sorted({d.kpi.area for d in self.kpis.values()})
+
+
+def load_catalog(session: Session) -> Catalog:
+    measures = {m.name: m for m in session.exec(select(Measure))}
+    targets: dict[str, list[Target]] = {}
+    for t in session.exec(select(Target)):
+        targets.setdefault(t.kpi_key, []).append(t)
+    kpis = {}
+    for kpi in session.exec(select(Kpi).order_by(Kpi.area, Kpi.key)):
+        formula = parse_formula(kpi.formula, list(measures))
+        used = {name: measures[name] for name in formula.measures}
+        kpis[kpi.key] = KpiDef(kpi, formula, used, tuple(targets.get(kpi.key, ())))
+    return Catalog(kpis=kpis, measures=measures)
+
+
+@dataclass(frozen=True)
+class Value:
+    """A KPI's value for one period and scope, with the inputs that made it."""
+
+    value: float | None
+    inputs: dict[str, float | None]
+    days: int
+    reason: str | None = None  # why there is no value
+
+
+@dataclass(frozen=True)
+class Status:
+    status: str
+    target: Target | None
+
+
+def status_of(value: float | None, target: Target | None, better: str) -> str:
+    if value is None:
+        return "no_data"
+    if target is None:
+        return "on_target"
+    sign = 1 if better == "lower" else -1
+    if sign * (value - target.target) <= 0:
+        return "on_target"
+    if target.warn is not None and sign * (value - target.warn) <= 0:
+        return "at_risk"
+    return "off_target"
+
+
+@dataclass(frozen=True)
+class Change:
+    delta: float
+    percent: float | None
+    better: bool | None  # None when unchanged
+
+
+def change_of(value: float | None, previous: float | None, better: str) -> Change | None:
+    if value is None or previous is None:
+        return None
+    delta = value - previous
+    percent = delta / abs(previous) * 100 if previous else None
+    if delta == 0:
+        return Change(0.0, percent, None)
+    return Change(delta, percent, (delta < 0) == (better == "lower"))
+
+
+def values(
+    session: Session,
+    kpi: KpiDef,
+    periods: Sequence[PeriodLike],
+    scope: Scope = NO_SCOPE,
+) -> dict[tuple[int, str | None], Value]:
+    """The KPI for each period (and each group when `scope.by`): one query per measure."""
+    slices = [buckets_for(p.start, p.end, p.grain) for p in periods]
+    per_measure = {
+        name: measure_values(session, measure, slices, scope)
+        for name, measure in kpi.measures.items()
+    }
+    groups = {g for found in per_measure.values() for (_, g) in found} or {None}
+    if scope.by:
+        groups.discard(None)
+    result = {}
+    for i, period in enumerate(periods):
+        for group in groups:
+            inputs = {name: found.get((i, group)) for name, found in per_measure.items()}
+            result[(i, group)] = _evaluate(kpi, inputs, period.days)
+    return result
+
+
+def _evaluate(kpi: KpiDef, inputs: dict[str, float | None], days: int) -> Value:
+    missing = [name for name, v in inputs.items() if v is None]
+    if missing:
+        return Value(None, inputs, days, reason=f"no data for {', '.join(missing)}")
+    value = kpi.formula.evaluate(inputs, days)
+    if value is None:
+        return Value(None, inputs, days, reason="division by zero")
+    return Value(value, inputs, days)
+
+
+@dataclass
+class Evaluated:
+    """One KPI in one scope: value, previous value, status, change."""
+
+    kpi: KpiDef
+    value: Value
+    previous: Value
+    status: str
+    target: Target | None
+    change: Change | None
+    group: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def evaluate(
+    session: Session, kpi: KpiDef, period: PeriodLike, previous: PeriodLike, scope: Scope = NO_SCOPE
+) -> list[Evaluated]:
+    """The KPI for the period and the one before, per group when `scope.by` is set."""
+    found = values(session, kpi, [period, previous], scope)
+    groups = sorted({g for (_, g) in found}, key=lambda g: (g is None, g or ""))
+    better = kpi.kpi.better
+    result = []
+    for group in groups:
+        filters = scope.filters + ((scope.by, group),) if scope.by else scope.filters
+        target = kpi.target_for(filters)
+        now = found[(0, group)]
+        before = found.get((1, group), Value(None, {}, previous.days, "no data"))
+        result.append(
+            Evaluated(
+                kpi=kpi,
+                value=now,
+                previous=before,
+                status=status_of(now.value, target, better),
+                target=target,
+                change=change_of(now.value, before.value, better),
+                group=group,
+            )
+        )
+    return result

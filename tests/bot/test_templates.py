@@ -1,0 +1,111 @@
+"""Every message template renders valid Block Kit with ordinary and worst-case values."""
+
+import json
+
+import pytest
+
+from bot import ids
+from bot.blockkit import inert, validate
+from bot.render import Renderer
+from kpi.views import Line, table
+
+HOSTILE = "<!channel> & <@U999> <!here> *bold* " + "x" * 3000
+
+
+def answer(**overrides):
+    base = {
+        "key": "dso",
+        "name": "Days Sales Outstanding",
+        "area": "Finance",
+        "description": "How many days of credit sales are still unpaid.",
+        "period": "October 2026",
+        "scope": "",
+        "value": "42.3 days",
+        "status": "on_target",
+        "emoji": ":large_green_circle:",
+        "status_word": "on target",
+        "target": "target 45.0 days · off target above 55.0 days · by 30 Jun 2027",
+        "change": "▼ −2.1 days (−4.73 %) vs September 2026 · better",
+        "how": "ar balance €400,000 ÷ credit sales €200,000 × 31 days",
+        "reason": None,
+    }
+    return base | overrides
+
+
+def hostile_answer():
+    return {key: HOSTILE if isinstance(value, str) else value for key, value in answer().items()}
+
+
+def breakdown(rows: int, label: str = "Berlin"):
+    lines = [Line(f"{label} {i}", "42.3 days", "on target", "▼ −2.1 days") for i in range(rows)]
+    chunks, more = table(lines)
+    return answer() | {"by": "branch", "chunks": chunks, "more": more, "summary": "3 on target",
+                       "previous": "September 2026"}  # fmt: skip
+
+
+def list_areas(kpis: int, name: str = "Days Sales Outstanding"):
+    kpi = {"key": "dso", "name": name, "value": "42.3 days", "period": "October 2026",
+           "change": "▼ −2.1 days", "emoji": ":red_circle:",
+           "status_word": "off target"}  # fmt: skip
+    return [{"name": f"Area {a}", "kpis": [kpi] * kpis} for a in range(30)]
+
+
+CASES = {
+    "answer": ("answer.json.j2", {"a": answer()}),
+    "answer no data": (
+        "answer.json.j2",
+        {"a": answer(value="—", target=None, change=None, how=None, reason="no data for x")},
+    ),
+    "answer shared": ("answer.json.j2", {"a": answer(), "share": json.dumps({"t": "dso & co"})}),
+    "answer hostile": ("answer.json.j2", {"a": hostile_answer(), "share": HOSTILE[:1900]}),
+    "breakdown": ("breakdown.json.j2", {"a": breakdown(3)}),
+    "breakdown 60 values": ("breakdown.json.j2", {"a": breakdown(60)}),
+    "breakdown 400 long values": ("breakdown.json.j2", {"a": breakdown(400, HOSTILE)}),
+    "breakdown empty": ("breakdown.json.j2", {"a": breakdown(0)}),
+    "trend": (
+        "trend.json.j2",
+        {
+            "a": answer()
+            | {
+                "latest": "42.3 days",
+                "low": "40.0 days",
+                "high": "50.1 days",
+                "points": 12,
+                "buckets": 12,
+            }
+        },  # fmt: skip
+    ),
+    "list": ("list.json.j2", {"areas": list_areas(3)}),
+    "list worst case": ("list.json.j2", {"areas": list_areas(40, HOSTILE)}),
+    "help": ("help.json.j2", {"areas": ["Finance", "HR", "IT", "Back office"]}),
+    "error": ("error.json.j2", {"message": HOSTILE, "example": "/kpi dso"}),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_template_renders_valid_block_kit(case):
+    name, values = CASES[case]
+    message = Renderer(ids=ids).message(name, **values)
+    validate(message["blocks"], text=message["text"])
+    assert inert(json.dumps(shown(message)))
+
+
+def shown(message: dict) -> dict:
+    """The message without button values, which Slack hands back to us but never displays."""
+    text = json.dumps(message)
+    for block in message["blocks"]:
+        for element in block.get("elements", []):
+            if element.get("type") == "button":
+                text = text.replace(json.dumps(element["value"])[1:-1], "")
+    return json.loads(text)
+
+
+def test_a_breakdown_too_large_for_one_message_says_how_many_are_left_out():
+    message = Renderer(ids=ids).message("breakdown.json.j2", a=breakdown(130))
+    assert "… and 30 more" in json.dumps(message, ensure_ascii=False)
+
+
+def test_user_text_cannot_mention_anyone():
+    message = Renderer(ids=ids).message("answer.json.j2", a=answer(scope="<!channel> <@U1>"))
+    text = json.dumps(message)
+    assert "&lt;!channel&gt;" in text and "<!channel>" not in text and "<@U1>" not in text
