@@ -6,8 +6,10 @@ from datetime import datetime
 from bot import ids
 from bot.charts import TrendChart, trend_png
 from bot.render import Renderer
+from kpi.errors import KpibotError
 from kpi.service import Reply
 
+UNEXPECTED = "Something went wrong on our side; it has been logged. Please try again."
 _renderer: Renderer | None = None
 
 
@@ -65,3 +67,10 @@ def share_value(reply: Reply, text: str, as_of: datetime) -> str | None:
 def read_share_value(value: str) -> tuple[str, datetime]:
     data = json.loads(value)
     return str(data["text"]), datetime.fromisoformat(data["as_of"])
+
+
+def error_message(error: Exception) -> dict:
+    """A typed error's own words; anything else a short apology (the details go to the log)."""
+    if isinstance(error, KpibotError):
+        return renderer().message("error.json.j2", message=str(error), example=error.example)
+    return renderer().message("error.json.j2", message=UNEXPECTED, example=None)

@@ -167,7 +167,7 @@ class Renderer:
         self.env = env if env is not None else make_environment()
         self.globals = globals
 
-    def message(self, name: str, **values: Any) -> dict[str, Any]:
+    def message(self, name: str, /, **values: Any) -> dict[str, Any]:
         """`{"text": fallback, "blocks": [...]}`, ready for chat.postMessage or respond."""
         rendered = self.env.get_template(name).render({**self.globals, **values})
         try:
@@ -179,7 +179,7 @@ class Renderer:
         message["text"] = clip_escaped(str(message.get("text", "")), FALLBACK_LIMIT)
         return message
 
-    def blocks(self, name: str, **values: Any) -> list[dict[str, Any]]:
+    def blocks(self, name: str, /, **values: Any) -> list[dict[str, Any]]:
         return self.message(name, **values)["blocks"]
 
 

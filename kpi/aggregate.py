@@ -76,15 +76,15 @@ def measure_values(
     ranges = _range_sql(slices, params)
     filters = _filter_sql(scope.filters, params)
     per_series = _per_series_sql(measure.over_time, ranges, filters)
-    group_join, group_col = "", "NULL"
+    group_join, group_col, group_by = "", "NULL", ""
     if scope.by:
         params["by"] = scope.by
         group_join = "JOIN seriesdim g ON g.series_id = p.series_id AND g.dim = :by"
-        group_col = "g.value"
+        group_col, group_by = "g.value", ", g.value"
     sql = (
         f"SELECT p.slice, {group_col} AS grp, {ACROSS[measure.across]}(p.v) AS v "
         f"FROM ({per_series}) p {group_join} "
-        f"GROUP BY p.slice, {group_col}"
+        f"GROUP BY p.slice{group_by}"
     )
     rows = session.connection().execute(text(sql), params)
     return {(int(s), g): float(v) for s, g, v in rows if v is not None}

@@ -191,15 +191,15 @@ def _merge_targets(session: Session, key: str, spec: KpiSpec, *, actor: str, now
     changes = 0
     if spec.target is not None or spec.warn is not None or spec.due is not None:
         given = {"target": spec.target, "warn": spec.warn, "due": spec.due}
-        changes += _set_target(session, key, "", "", given, actor=actor, now=now)
+        changes += set_target(session, key, "", "", given, actor=actor, now=now)
     for dim_key, t in (spec.targets or {}).items():
         dim, _, value = (part.strip() for part in dim_key.partition("="))
         given = t.model_dump()
-        changes += _set_target(session, key, dim, value, given, actor=actor, now=now)
+        changes += set_target(session, key, dim, value, given, actor=actor, now=now)
     return changes
 
 
-def _set_target(
+def set_target(
     session: Session, key: str, dim: str, value: str, given: dict, *, actor: str, now: datetime
 ) -> int:
     current = store.get_target(session=session, kpi_key=key, dim=dim, dim_value=value)

@@ -1,0 +1,107 @@
+"""What listeners and jobs need, built once in the entry point and handed to the app."""
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from threading import Lock
+from urllib.parse import urlsplit
+
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+from sqlalchemy.engine import Engine
+
+from bot.settings import Settings
+from kpi.service import KpiService, Viewer
+
+GROUPS_TTL_SECONDS = 300
+log = logging.getLogger("kpibot")
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def keep_loopback_off_proxies(url: str) -> None:
+    """slack_sdk (and Bolt's `respond`) use urllib, which sends even loopback traffic through
+    HTTP_PROXY/HTTPS_PROXY unless NO_PROXY names it. A stand-in or sidecar on this machine must
+    be reached directly, so loopback joins NO_PROXY; real Slack still goes through the proxy."""
+    if urlsplit(url).hostname not in LOOPBACK:
+        return
+    for name in ("NO_PROXY", "no_proxy"):
+        present = [h for h in os.environ.get(name, "").split(",") if h]
+        missing = [h for h in LOOPBACK if h not in present]
+        if missing:
+            os.environ[name] = ",".join(present + missing)
+
+
+def make_slack_client(settings: Settings) -> WebClient:
+    keep_loopback_off_proxies(settings.slack_api_url)
+    client = WebClient(
+        token=settings.slack_bot_token.get_secret_value() or None,
+        base_url=settings.slack_api_url,
+        timeout=10,
+    )
+    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
+    return client
+
+
+class UserGroups:
+    """Which Slack user groups each user is in, read from usergroups.list and kept briefly."""
+
+    def __init__(self, client: WebClient, ttl: float = GROUPS_TTL_SECONDS) -> None:
+        self.client = client
+        self.ttl = ttl
+        self._members: dict[str, frozenset[str]] = {}
+        self._loaded_at = -float("inf")
+        self._lock = Lock()
+
+    def of(self, user: str) -> frozenset[str]:
+        with self._lock:
+            if time.monotonic() - self._loaded_at > self.ttl:
+                self._members = self._load()
+                self._loaded_at = time.monotonic()
+            return self._members.get(user, frozenset())
+
+    def _load(self) -> dict[str, frozenset[str]]:
+        groups = self.client.usergroups_list(include_users=True).get("usergroups", [])
+        members: dict[str, set[str]] = {}
+        for group in groups:
+            for user in group.get("users", []):
+                members.setdefault(user, set()).add(group["id"])
+        return {user: frozenset(ids) for user, ids in members.items()}
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    kpis: KpiService
+    slack: WebClient
+    groups: UserGroups
+    executor: ThreadPoolExecutor
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def viewer(self, user: str, channel: str) -> Viewer:
+        return Viewer(user=user, channel=channel, groups=self.groups.of(user))
+
+    def now(self) -> datetime:
+        return self.clock().astimezone(self.settings.tz)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=False)
+        self.engine.dispose()
+
+
+def build_services(settings: Settings, engine: Engine) -> Services:
+    slack = make_slack_client(settings)
+    return Services(
+        settings=settings,
+        engine=engine,
+        kpis=KpiService(engine, tz=settings.tz, admins=settings.admins),
+        slack=slack,
+        groups=UserGroups(slack),
+        executor=ThreadPoolExecutor(max_workers=4, thread_name_prefix="kpibot-work"),
+    )

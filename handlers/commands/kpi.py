@@ -1,0 +1,26 @@
+"""`/kpi`: parse, answer from kpi/, render, reply — fast answers in the ack, slow ones after it."""
+
+import logging
+
+from slack_bolt import Ack, Respond
+
+from bot.answers import render_reply, renderer, share_value
+from bot.followups import send_trend
+from bot.services import Services
+from kpi.query import Trend
+
+
+def kpi_command(
+    ack: Ack, command: dict, respond: Respond, services: Services, logger: logging.Logger
+) -> None:
+    text = command.get("text", "")
+    viewer = services.viewer(command["user_id"], command["channel_id"])
+    as_of = services.now()
+    request = services.kpis.parse(text, viewer=viewer, as_of=as_of)
+    if isinstance(request, Trend):
+        ack(response_type="ephemeral", **renderer().message("working.json.j2", text=text))
+        services.executor.submit(send_trend, services, request, viewer, as_of, respond, text)
+        return
+    reply = services.kpis.answer(request, viewer=viewer, as_of=as_of)
+    message = render_reply(reply, share=share_value(reply, text, as_of))
+    ack(response_type="ephemeral", **message)

@@ -1,0 +1,374 @@
+"""`/kpi` and `kpibot ask` in one place: parse the text, compute, return a template and its values.
+
+Answers for complete periods only change when data, targets or the catalog change, so they are
+cached under the store's generation, which every such write bumps.
+"""
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+from threading import Lock
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from kpi import catalog, importer, query, store
+from kpi.aggregate import Scope, dimension_values
+from kpi.db import session_scope
+from kpi.errors import KpibotError, PermissionDenied
+from kpi.formatting import fmt, fmt_day, fmt_input
+from kpi.models import Kpi
+from kpi.periods import Period, current_period, default_range, local_today
+from kpi.values import Catalog, Evaluated, KpiDef, evaluate, load_catalog, values
+from kpi.views import (
+    Line,
+    change_line,
+    how_line,
+    short_change,
+    status_view,
+    table,
+    target_line,
+    unit_of,
+)
+
+CACHE_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who asks, and where: visibility is decided from the channel and the user's groups."""
+
+    user: str = ""
+    channel: str = ""
+    groups: frozenset[str] = frozenset()
+    sees_all: bool = False  # the terminal: `kpibot ask` runs with the store's own rights
+
+    def may_see(self, kpi: Kpi) -> bool:
+        if self.sees_all or not kpi.visibility:
+            return True
+        allowed = set(kpi.visibility)
+        return self.channel in allowed or bool(self.groups & allowed)
+
+
+@dataclass
+class Reply:
+    """What to show: a template and its values; `trend` carries a chart's data."""
+
+    template: str
+    values: dict
+    kpi: str | None = None
+    trend: list[dict] | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    generation: str
+    catalog: Catalog
+    dimensions: dict[str, list[str]]
+
+
+class KpiService:
+    def __init__(self, engine: Engine, *, tz: ZoneInfo, admins: frozenset[str] = frozenset()):
+        self.engine = engine
+        self.tz = tz
+        self.admins = admins
+        self._snapshot: Snapshot | None = None
+        self._answers: OrderedDict[str, Reply] = OrderedDict()
+        self._lock = Lock()
+
+    # -- what the store holds now -------------------------------------------------------------
+
+    def snapshot(self, session: Session) -> Snapshot:
+        current = store.generation(session=session)
+        snap = self._snapshot
+        if snap is None or snap.generation != current:
+            snap = Snapshot(current, load_catalog(session), dimension_values(session))
+            with self._lock:
+                self._snapshot = snap
+                self._answers.clear()
+        return snap
+
+    def visible(self, snap: Snapshot, viewer: Viewer) -> list[KpiDef]:
+        return [d for d in snap.catalog.kpis.values() if viewer.may_see(d.kpi)]
+
+    # -- asking -------------------------------------------------------------------------------
+
+    def ask(self, text: str, *, viewer: Viewer, as_of: datetime) -> Reply:
+        return self.answer(self.parse(text, viewer=viewer, as_of=as_of), viewer=viewer, as_of=as_of)
+
+    def parse(self, text: str, *, viewer: Viewer, as_of: datetime) -> query.Request:
+        """The typed request; a KPI the viewer may not see is unknown to the parser."""
+        with Session(self.engine) as session:
+            snap = self.snapshot(session)
+        return query.parse(
+            text,
+            kpis=[_name_of(d) for d in self.visible(snap, viewer)],
+            areas=snap.catalog.areas(),
+            measures=list(snap.catalog.measures),
+            dimensions=snap.dimensions,
+            as_of=as_of,
+            tz=self.tz,
+        )
+
+    def may_see(self, kpi_key: str, viewer: Viewer) -> bool:
+        with Session(self.engine) as session:
+            found = self.snapshot(session).catalog.kpis.get(kpi_key)
+        return found is not None and viewer.may_see(found.kpi)
+
+    def answer(self, request: query.Request, *, viewer: Viewer, as_of: datetime) -> Reply:
+        with Session(self.engine) as session:
+            snap = self.snapshot(session)
+            return self._answer(session, snap, request, viewer=viewer, as_of=as_of)
+
+    def _answer(self, session, snap: Snapshot, request, *, viewer: Viewer, as_of: datetime):
+        if isinstance(request, query.Help):
+            return Reply("help.json.j2", {"areas": snap.catalog.areas()})
+        if isinstance(request, query.ListKpis):
+            return self._list(session, snap, request, viewer, as_of)
+        if isinstance(request, query.Ask):
+            key = f"{request!r}@{local_today(as_of, self.tz)}"
+            return self._cached(key, lambda: self._ask(session, snap, request, as_of))
+        if isinstance(request, query.Trend):
+            key = f"{request!r}@{local_today(as_of, self.tz)}"
+            return self._cached(key, lambda: self._trend(session, snap, request, as_of))
+        if isinstance(request, query.SetTarget):
+            return self._set_target(snap, request, viewer, as_of)
+        if isinstance(request, query.Record):
+            return self._record(snap, request, viewer, as_of)
+        raise KpibotError("That part of kpibot is not ready yet.", example="/kpi dso last month")
+
+    def _cached(self, key: str, compute) -> Reply:
+        with self._lock:
+            hit = self._answers.get(key)
+            if hit is not None:
+                self._answers.move_to_end(key)
+                return hit
+        reply = compute()
+        with self._lock:
+            self._answers[key] = reply
+            while len(self._answers) > CACHE_SIZE:
+                self._answers.popitem(last=False)
+        return reply
+
+    def _ask(self, session, snap: Snapshot, request, as_of: datetime) -> Reply:
+        kpi = snap.catalog.kpis[request.kpi]
+        period = request.period or current_period(kpi.kpi.cadence, as_of, self.tz)
+        scope = Scope(filters=tuple(sorted(dict(request.filters).items())), by=request.by)
+        previous = period.previous()
+        found = evaluate(session, kpi, period, previous, scope)
+        labels = _measure_labels(snap)
+        if request.by:
+            return Reply(
+                "breakdown.json.j2",
+                {"a": self._breakdown_view(kpi, period, previous, scope, found, labels)},
+                kpi=kpi.key,
+            )
+        item = found[0] if found else None
+        return Reply(
+            "answer.json.j2",
+            {"a": self._answer_view(kpi, period, previous, scope, item, labels)},
+            kpi=kpi.key,
+        )
+
+    def _answer_view(self, kpi, period, previous, scope, item: Evaluated | None, labels):
+        view = _header(kpi, period, scope)
+        if item is None:
+            return view | status_view("no_data") | {"value": "—", "reason": "no data"}
+        view |= status_view(item.status)
+        view |= {
+            "value": fmt(item.value.value, unit_of(kpi)),
+            "target": target_line(item.target, kpi),
+            "change": change_line(item, previous.label),
+            "how": how_line(item, labels) if item.value.value is not None else None,
+            "reason": item.value.reason,
+        }
+        return view
+
+    def _breakdown_view(self, kpi, period, previous, scope, found, labels):
+        view = _header(kpi, period, scope)
+        lines = [
+            Line(
+                label=item.group or "",
+                value=fmt(item.value.value, unit_of(kpi)),
+                status=status_view(item.status)["status_word"],
+                change=short_change(item),
+            )
+            for item in found
+        ]
+        chunks, more = table(lines)
+        counts = {s: sum(1 for i in found if i.status == s) for s in ("on_target", "at_risk")}
+        counts["off_target"] = sum(1 for i in found if i.status == "off_target")
+        view |= {
+            "by": scope.by,
+            "chunks": chunks,
+            "more": more,
+            "summary": " · ".join(
+                f"{n} {w}"
+                for n, w in (
+                    (counts["on_target"], "on target"),
+                    (counts["at_risk"], "at risk"),
+                    (counts["off_target"], "off target"),
+                )
+                if n
+            ),
+            "target": target_line(kpi.target_for(scope.filters), kpi),
+            "previous": previous.label,
+        }
+        return view
+
+    def _trend(self, session, snap: Snapshot, request, as_of: datetime) -> Reply:
+        kpi = snap.catalog.kpis[request.kpi]
+        periods: list[Period] = list(request.periods) or default_range(
+            kpi.kpi.cadence, as_of, self.tz
+        )
+        found = values(session, kpi, periods)
+        unit = unit_of(kpi)
+        points = []
+        for i, period in enumerate(periods):
+            value = found.get((i, None))
+            number = value.value if value else None
+            points.append(
+                {
+                    "period": period,
+                    "label": period.label,
+                    "value": number,
+                    "text": fmt(number, unit),
+                }
+            )
+        target = kpi.target_for()
+        known = [p for p in points if p["value"] is not None]
+        view = _header(kpi, periods[0], Scope()) | {
+            "period": f"{periods[0].label} – {periods[-1].label}",
+            "target": target_line(target, kpi),
+            "latest": known[-1]["text"] if known else "—",
+            "low": fmt(min(p["value"] for p in known), unit) if known else "—",
+            "high": fmt(max(p["value"] for p in known), unit) if known else "—",
+            "points": len(known),
+            "buckets": len(points),
+        }
+        chart = {
+            "title": f"{kpi.kpi.name} · {view['period']}",
+            "unit": unit,
+            "target": target.target if target else None,
+            "warn": target.warn if target else None,
+            "better": kpi.kpi.better,
+        }
+        return Reply("trend.json.j2", {"a": view}, kpi=kpi.key, trend=points, extra=chart)
+
+    def _list(self, session, snap: Snapshot, request, viewer: Viewer, as_of: datetime) -> Reply:
+        kpis = [
+            d
+            for d in self.visible(snap, viewer)
+            if request.area is None or d.kpi.area.lower() == request.area.lower()
+        ]
+        areas: dict[str, list[dict]] = {}
+        for kpi in kpis:
+            period = current_period(kpi.kpi.cadence, as_of, self.tz)
+            found = evaluate(session, kpi, period, period.previous())
+            item = found[0] if found else None
+            status = item.status if item else "no_data"
+            areas.setdefault(kpi.kpi.area, []).append(
+                {
+                    "key": kpi.key,
+                    "name": kpi.kpi.name,
+                    "value": fmt(item.value.value if item else None, unit_of(kpi)),
+                    "period": period.label,
+                    "change": short_change(item) if item else "",
+                }
+                | status_view(status)
+            )
+        if not areas and request.area:
+            raise KpibotError(
+                f"No KPIs in an area called “{request.area}”.", example="/kpi list Finance"
+            )
+        return Reply("list.json.j2", {"areas": [{"name": a, "kpis": k} for a, k in areas.items()]})
+
+    # -- changing things (admins and owners) -------------------------------------------------
+
+    def may_change(self, kpi: Kpi, viewer: Viewer) -> bool:
+        if viewer.sees_all or viewer.user in self.admins:
+            return True
+        return bool(kpi.owner) and viewer.user == kpi.owner
+
+    def _set_target(self, snap: Snapshot, request, viewer: Viewer, as_of: datetime) -> Reply:
+        kpi = snap.catalog.kpis[request.kpi]
+        if not self.may_change(kpi.kpi, viewer):
+            raise PermissionDenied(
+                f"Only kpibot admins and the owner of {kpi.kpi.name} can change its target."
+            )
+        fields = {"target": request.target, "warn": request.warn, "due": request.due}
+        actor = viewer.user or "cli"
+        with session_scope(self.engine) as session:
+            before = store.target_dict(store.get_target(session=session, kpi_key=kpi.key))
+            catalog.set_target(session, kpi.key, "", "", fields, actor=actor, now=as_of)
+            after = store.target_dict(store.get_target(session=session, kpi_key=kpi.key))
+            store.bump_generation(session=session)
+        unit = unit_of(kpi)
+        values = {
+            "name": kpi.kpi.name,
+            "key": kpi.key,
+            "before": _target_text(before, unit),
+            "after": _target_text(after, unit),
+            "user": viewer.user,
+        }
+        return Reply("target_set.json.j2", values, kpi=kpi.key)
+
+    def _record(self, snap: Snapshot, request, viewer: Viewer, as_of: datetime) -> Reply:
+        owners = {d.kpi.owner for d in snap.catalog.kpis.values() if request.measure in d.measures}
+        if not (viewer.sees_all or viewer.user in self.admins or viewer.user in owners):
+            raise PermissionDenied(
+                "Only kpibot admins and the owners of KPIs built on "
+                f"{request.measure} can record its values."
+            )
+        day = request.day or local_today(as_of, self.tz)
+        dims = dict(request.dims)
+        summary = importer.load_records(self.engine, [(request.measure, day, request.value, dims)],
+                                        tz=self.tz)  # fmt: skip
+        with session_scope(self.engine) as session:
+            after = {"day": day.isoformat(), "value": request.value, "dims": dims}
+            store.audit(session=session, actor=viewer.user or "cli", action="measure.record",
+                        subject=request.measure, before=None, after=after, at=as_of)  # fmt: skip
+            store.bump_generation(session=session)
+        values = {
+            "measure": request.measure,
+            "value": fmt_input(request.value, snap.catalog.measures[request.measure].unit),
+            "day": fmt_day(day),
+            "dims": ", ".join(f"{k}={v}" for k, v in dims.items()),
+            "changed": summary.changed,
+        }
+        return Reply("recorded.json.j2", values)
+
+
+def _name_of(kpi: KpiDef) -> query.KpiName:
+    return query.KpiName(
+        key=kpi.key, name=kpi.kpi.name, aliases=tuple(kpi.kpi.aliases), cadence=kpi.kpi.cadence
+    )
+
+
+def _measure_labels(snap: Snapshot) -> dict[str, str]:
+    return {name: name.replace("_", " ") for name in snap.catalog.measures}
+
+
+def _header(kpi: KpiDef, period, scope: Scope) -> dict:
+    filters = ", ".join(f"{d}={v}" for d, v in scope.filters)
+    return {
+        "key": kpi.key,
+        "name": kpi.kpi.name,
+        "area": kpi.kpi.area,
+        "description": kpi.kpi.description,
+        "period": period.label,
+        "scope": filters,
+    }
+
+
+def _target_text(target: dict | None, unit: str) -> str:
+    if target is None:
+        return "none"
+    text = f"target {fmt(target['target'], unit)}"
+    if target.get("warn") is not None:
+        text += f", warn {fmt(target['warn'], unit)}"
+    if target.get("due"):
+        text += f", due {target['due']}"
+    return text

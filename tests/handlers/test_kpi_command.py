@@ -1,0 +1,221 @@
+"""`/kpi` end to end: signed requests into the real app, Slack played by the local stand-in."""
+
+import json
+import logging
+import time
+
+import pytest
+from sqlmodel import select
+
+from bot import ids
+from bot.blockkit import inert, validate
+from kpi.db import session_scope
+from kpi.models import AuditLog, Target
+from tests.handlers.conftest import ADMIN
+
+
+def reply_text(response) -> str:
+    assert response.status == 200, response.text
+    message = response.json()
+    validate(message["blocks"], text=message["text"])
+    return json.dumps(message, ensure_ascii=False)
+
+
+def test_dso_answer_carries_the_hand_computed_number(served):
+    response = served.client.command("dso")
+    body = response.json()
+    assert body["response_type"] == "ephemeral"
+    text = reply_text(response)
+    assert "31.0 days" in text and "October 2026" in text
+    # Against September's 30.0 days: +1.0 day, worse because lower is better.
+    assert "+1.0 days" in text and "worse" in text
+    assert "ar balance 400,000" in text or "ar balance €400,000" in text
+
+
+def test_breakdown_by_branch_uses_each_branch_own_totals(served):
+    text = reply_text(served.client.command("dso last month by branch"))
+    assert "62.0 days" in text and "12.4 days" in text
+
+
+def test_filter_by_dimension_value(served):
+    assert "62.0 days" in reply_text(served.client.command("dso branch=Berlin"))
+    assert "12.4 days" in reply_text(served.client.command("dso in madrid last month"))
+
+
+def test_help_and_list(served):
+    assert "kpibot" in reply_text(served.client.command(""))
+    listing = reply_text(served.client.command("list finance"))
+    assert "Days Sales Outstanding" in listing and "31.0 days" in listing
+
+
+def test_a_bad_signature_and_a_stale_timestamp_are_refused(served):
+    body = served.client.command_body("dso")
+    assert served.client.send(body, signature="v0=" + "0" * 64).status == 401
+    stale = int(time.time()) - 6 * 60
+    assert served.client.send(body, timestamp=stale).status == 401
+
+
+def test_a_hidden_kpi_gets_the_same_reply_as_an_unknown_one(served):
+    hidden = served.client.command("employee satisfaction", channel_id="C0PUBLIC")
+    unknown = served.client.command("employee satisfactiox", channel_id="C0PUBLIC")
+    assert hidden.status == unknown.status == 200
+    assert hidden.text.replace("employee satisfaction", "NAME") == unknown.text.replace(
+        "employee satisfactiox", "NAME"
+    )
+    assert "Employee Satisfaction" not in unknown.text  # never offered as a suggestion
+    assert "employee_satisfaction" not in reply_text(served.client.command("list"))
+
+
+def test_the_hr_channel_sees_its_confidential_kpi(served):
+    text = reply_text(served.client.command("employee satisfaction q3", channel_id="C0HRLEAD"))
+    assert "4.20" in text
+
+
+def test_a_user_group_in_the_visibility_list_sees_the_kpi(served, catalog_engine):
+    from datetime import UTC, datetime
+
+    from kpi import catalog
+
+    with session_scope(catalog_engine) as session:
+        spec = catalog.parse_spec({"kpis": {"employee_satisfaction": {"visibility": ["S0HR"]}}})
+        catalog.apply(spec, session, actor="test", now=datetime(2026, 11, 1, tzinfo=UTC))
+    served.slack.set_usergroups({"S0HR": {"handle": "hr", "users": ["U0HR"]}})
+    seen = reply_text(served.client.command("esat q3", user_id="U0HR", channel_id="C0PUBLIC"))
+    assert "4.20" in seen
+    hidden = served.client.command("esat q3", user_id="U0001", channel_id="C0PUBLIC")
+    assert "don't know" in hidden.text
+
+
+def test_user_text_is_never_echoed_as_a_live_mention(served):
+    for text in ("<!channel> dso", "<!here>", "<@U0BOSS> please", "dso <!everyone>"):
+        response = served.client.command(text)
+        assert response.status == 200
+        assert inert(response.json()), text
+
+
+def test_a_command_containing_the_word_payload_is_routed(served):
+    response = served.client.command("payload")
+    assert response.status == 200
+    assert "payload" in response.text and "don't know a KPI" in response.text
+    assert "31.0 days" in reply_text(
+        served.client.command("dso payload=x".replace("payload=x", ""))
+    )
+
+
+def test_a_malformed_command_gets_a_short_explanation_with_an_example(served):
+    response = served.client.command("dso by nonsense_dimension")
+    text = reply_text(response)
+    assert "Try" in text and "Traceback" not in text
+
+
+def test_only_admins_and_owners_change_targets_and_it_is_audited(served, catalog_engine):
+    refused = served.client.command("target dso 40", user_id="U0SOMEONE")
+    assert refused.status == 200 and "Only kpibot admins" in refused.text
+    done = reply_text(served.client.command("target dso 40 warn 50", user_id=ADMIN))
+    assert "target 40.0 days" in done
+    with session_scope(catalog_engine) as session:
+        target = session.exec(select(Target).where(Target.kpi_key == "dso", Target.dim == "")).one()
+        entry = session.exec(select(AuditLog).where(AuditLog.actor == ADMIN)).one()
+    assert (target.target, target.warn) == (40, 50)
+    assert entry.before["target"] == 45 and entry.after["target"] == 40
+    # The cached answer follows the new target at once: 31.0 ≤ 40 is still on target.
+    assert "target 40.0 days" in reply_text(served.client.command("dso"))
+
+
+def test_record_by_an_admin_changes_the_answer(served):
+    refused = served.client.command("record credit_sales 100000 2026-10-20", user_id="U0X")
+    assert "Only kpibot admins" in refused.text
+    reply_text(served.client.command("record credit_sales 100000 2026-10-20 branch=Madrid",
+                                     user_id=ADMIN))  # fmt: skip
+    # (300,000 + 100,000) / (150,000 + 350,000) × 31 = 24.8 days.
+    assert "24.8 days" in reply_text(served.client.command("dso"))
+
+
+def test_a_trend_is_acked_at_once_then_answered_with_a_chart_by_dm(served):
+    response_url = served.slack.response_url("trend")
+    started = time.monotonic()
+    ack = served.client.command("trend dso 6m", response_url=response_url)
+    assert time.monotonic() - started < 3
+    assert "Working on" in reply_text(ack)
+    served.slack.wait_for("files.completeUploadExternal", timeout=20)
+    served.slack.wait_for("response_url", timeout=20)
+    [follow_up] = served.slack.responses("trend")
+    validate(follow_up["blocks"], text=follow_up.get("text"))
+    assert "direct messages" in json.dumps(follow_up)
+    [upload] = served.slack.uploads()
+    assert upload["size"] < 150_000
+
+
+def share_button(message: dict) -> dict:
+    for block in message["blocks"]:
+        for element in block.get("elements", []):
+            if element.get("action_id") == ids.SHARE:
+                return element
+    raise AssertionError("no share button")
+
+
+def test_share_posts_the_same_answer_in_the_channel_attributed(served):
+    button = share_button(served.client.command("dso", channel_id="C0FIN").json())
+    response_url = served.slack.response_url("share")
+    clicked = served.client.block_action(ids.SHARE, button["value"], user_id="U0001",
+                                         channel_id="C0FIN", response_url=response_url)  # fmt: skip
+    assert clicked.status == 200
+    served.slack.wait_for("chat.postMessage", timeout=10)
+    [post] = served.slack.messages("C0FIN")
+    text = json.dumps(post)
+    assert "31.0 days" in text and "Shared by <@U0001>" in text
+    assert ids.SHARE not in text  # the shared copy has no button
+
+
+def test_share_is_refused_where_the_channel_may_not_see_the_kpi(served, catalog_engine):
+    # U0HR sees the KPI through a user group; the public channel it asks in does not.
+    from datetime import UTC, datetime
+
+    from kpi import catalog
+
+    with session_scope(catalog_engine) as session:
+        spec = catalog.parse_spec({"kpis": {"employee_satisfaction": {"visibility": ["S0HR"]}}})
+        catalog.apply(spec, session, actor="test", now=datetime(2026, 11, 1, tzinfo=UTC))
+    served.slack.set_usergroups({"S0HR": {"handle": "hr", "users": ["U0HR"]}})
+    asked = served.client.command("esat q3", user_id="U0HR", channel_id="C0PUBLIC")
+    button = share_button(asked.json())
+    response_url = served.slack.response_url("refused")
+    served.client.block_action(ids.SHARE, button["value"], user_id="U0HR", channel_id="C0PUBLIC",
+                               response_url=response_url)  # fmt: skip
+    served.slack.wait_for("response_url", timeout=10)
+    assert "not visible in this channel" in json.dumps(served.slack.responses("refused"))
+    assert not served.slack.calls_to("chat.postMessage")
+
+
+def test_a_slack_error_on_a_follow_up_is_logged_and_the_worker_lives_on(served, caplog):
+    caplog.set_level(logging.WARNING, logger="kpibot")
+    served.slack.fail_next("chat.postMessage", error="not_in_channel")
+    button = share_button(served.client.command("dso", channel_id="C0PRIV").json())
+    response_url = served.slack.response_url("private")
+    served.client.block_action(ids.SHARE, button["value"], channel_id="C0PRIV",
+                               response_url=response_url)  # fmt: skip
+    served.slack.wait_for("response_url", timeout=10)
+    assert "/invite @kpibot" in json.dumps(served.slack.responses("private"))
+    assert any("not_in_channel" in r.getMessage() for r in caplog.records)
+    assert "31.0 days" in reply_text(served.client.command("dso"))
+
+
+def test_proxies_in_the_environment_do_not_break_loopback_calls(served, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    served.services.slack.chat_postMessage(channel="C0PROXY", text="hello")
+    assert served.slack.messages("C0PROXY")
+
+
+def test_healthz_checks_the_database(served):
+    import urllib.request
+
+    with urllib.request.urlopen(served.url.replace("/slack/events", "/healthz")) as reply:
+        assert reply.status == 200 and json.loads(reply.read()) == {"ok": True, "database": "ok"}
+
+
+@pytest.mark.parametrize("text", ["dso 2026-13", "trend dso by branch", "target dso lots"])
+def test_errors_never_leak_a_traceback(served, text):
+    response = served.client.command(text, user_id=ADMIN)
+    assert response.status == 200
+    assert "Traceback" not in response.text and "Error" not in response.json()["text"]

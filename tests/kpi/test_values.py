@@ -1,0 +1,178 @@
+"""KPI numbers against values worked out by hand, including the classic traps."""
+
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from kpi.aggregate import NO_SCOPE, Scope
+from kpi.db import session_scope
+from kpi.importer import load_records
+from kpi.periods import Period, period_of
+from kpi.service import KpiService, Viewer
+from kpi.values import change_of, evaluate, load_catalog, status_of, values
+
+UTC_ZONE = ZoneInfo("UTC")
+BERLIN = ZoneInfo("Europe/Berlin")
+OCTOBER = period_of("month", date(2026, 10, 1))
+SEPTEMBER = period_of("month", date(2026, 9, 1))
+
+RECORDS = [
+    # Berlin: the balance falls to 300k by month end; a later, larger one is outside October.
+    ("ar_balance", date(2026, 10, 15), 500_000, {"branch": "Berlin"}),
+    ("ar_balance", date(2026, 10, 31), 300_000, {"branch": "Berlin"}),
+    ("ar_balance", date(2026, 11, 2), 999_999, {"branch": "Berlin"}),
+    ("credit_sales", date(2026, 10, 5), 100_000, {"branch": "Berlin"}),
+    ("credit_sales", date(2026, 10, 20), 50_000, {"branch": "Berlin"}),
+    ("ar_balance", date(2026, 10, 30), 100_000, {"branch": "Madrid"}),
+    ("credit_sales", date(2026, 10, 10), 250_000, {"branch": "Madrid"}),
+    # September, for the change: (200k + 100k) / (200k + 100k) × 30 = 30 days.
+    ("ar_balance", date(2026, 9, 30), 200_000, {"branch": "Berlin"}),
+    ("credit_sales", date(2026, 9, 3), 200_000, {"branch": "Berlin"}),
+    ("ar_balance", date(2026, 9, 30), 100_000, {"branch": "Madrid"}),
+    ("credit_sales", date(2026, 9, 3), 100_000, {"branch": "Madrid"}),
+    # Error rate: Berlin 2/100, Madrid 8/900.
+    ("finance_errors", date(2026, 10, 7), 2, {"branch": "Berlin"}),
+    ("finance_transactions", date(2026, 10, 7), 100, {"branch": "Berlin"}),
+    ("finance_errors", date(2026, 10, 8), 8, {"branch": "Madrid"}),
+    ("finance_transactions", date(2026, 10, 8), 900, {"branch": "Madrid"}),
+    # Satisfaction (across: avg): Berlin 4.0 and 4.4 → 4.2; Madrid 3.6.
+    ("satisfaction_score", date(2026, 7, 10), 4.0, {"branch": "Berlin"}),
+    ("satisfaction_score", date(2026, 8, 10), 4.4, {"branch": "Berlin"}),
+    ("satisfaction_score", date(2026, 9, 10), 3.6, {"branch": "Madrid"}),
+]
+
+
+@pytest.fixture
+def store(catalog_engine):
+    load_records(catalog_engine, RECORDS, tz=UTC_ZONE)
+    return catalog_engine
+
+
+def kpi_value(engine, key, period, scope=NO_SCOPE):
+    with session_scope(engine) as session:
+        kpi = load_catalog(session).kpis[key]
+        return values(session, kpi, [period], scope)
+
+
+def test_dso_of_two_branches_is_total_receivables_over_total_sales_not_a_mean(store):
+    found = kpi_value(store, "dso", OCTOBER)
+    # (300,000 + 100,000) / (150,000 + 250,000) × 31 = 31.0; the mean of 62 and 12.4 is 37.2.
+    assert found[(0, None)].value == pytest.approx(31.0)
+    assert found[(0, None)].inputs == {"ar_balance": 400_000, "credit_sales": 400_000}
+    assert found[(0, None)].days == 31
+
+
+def test_last_takes_the_latest_observation_inside_the_period(store):
+    found = kpi_value(store, "dso", OCTOBER, Scope(filters=(("branch", "Berlin"),)))
+    # 300,000 (31 Oct), not the larger 500,000 (15 Oct) nor 999,999 (2 Nov): 300/150 × 31 = 62.
+    assert found[(0, None)].inputs["ar_balance"] == 300_000
+    assert found[(0, None)].value == pytest.approx(62.0)
+
+
+def test_by_branch_evaluates_each_branch_from_its_own_totals(store):
+    found = kpi_value(store, "dso", OCTOBER, Scope(by="branch"))
+    assert found[(0, "Berlin")].value == pytest.approx(62.0)
+    assert found[(0, "Madrid")].value == pytest.approx(100_000 / 250_000 * 31)  # 12.4
+
+
+def test_error_rate_across_branches_is_total_errors_over_total_transactions(store):
+    found = kpi_value(store, "finance_error_rate", OCTOBER)
+    # (2 + 8) / (100 + 900) × 100 = 1.0 %, not the mean of 2 % and 0.89 %.
+    assert found[(0, None)].value == pytest.approx(1.0)
+
+
+def test_a_score_averages_across_branches_instead_of_adding(store):
+    q3 = Period(date(2026, 7, 1), date(2026, 10, 1), "quarter")
+    found = kpi_value(store, "employee_satisfaction", q3)
+    assert found[(0, None)].value == pytest.approx((4.2 + 3.6) / 2)  # 3.9
+
+
+def test_a_quarter_has_its_own_number_of_days(store):
+    q4 = Period(date(2026, 10, 1), date(2027, 1, 1), "quarter")
+    found = kpi_value(store, "dso", q4)
+    # The latest balances in Q4: Berlin 999,999 (2 Nov), Madrid 100,000; sales 400,000; 92 days.
+    assert found[(0, None)].days == 92
+    assert found[(0, None)].value == pytest.approx((999_999 + 100_000) / 400_000 * 92)
+
+
+def test_missing_data_and_division_by_zero_give_no_data_with_a_reason(store):
+    found = kpi_value(store, "dso", period_of("month", date(2025, 1, 1)))
+    assert found[(0, None)].value is None
+    assert "no data" in found[(0, None)].reason
+    load_records(store, [("hires", date(2026, 10, 3), 0, {}),
+                         ("days_to_fill", date(2026, 10, 3), 10, {})], tz=UTC_ZONE)  # fmt: skip
+    found = kpi_value(store, "time_to_hire", OCTOBER)
+    assert found[(0, None)].value is None and found[(0, None)].reason == "division by zero"
+
+
+def test_status_and_change_against_the_previous_month(store):
+    with session_scope(store) as session:
+        kpi = load_catalog(session).kpis["dso"]
+        [item] = evaluate(session, kpi, OCTOBER, SEPTEMBER)
+    assert item.previous.value == pytest.approx(30.0)
+    assert item.status == "on_target"  # 31 ≤ 45
+    assert item.change.delta == pytest.approx(1.0) and item.change.better is False
+    assert item.change.percent == pytest.approx(1 / 30 * 100)
+
+
+@pytest.mark.parametrize(
+    ("value", "target", "warn", "better", "expected"),
+    [
+        (44, 45, 55, "lower", "on_target"),
+        (45, 45, 55, "lower", "on_target"),
+        (50, 45, 55, "lower", "at_risk"),
+        (56, 45, 55, "lower", "off_target"),
+        (46, 45, None, "lower", "off_target"),
+        (99.95, 99.9, 99.5, "higher", "on_target"),
+        (99.7, 99.9, 99.5, "higher", "at_risk"),
+        (99.0, 99.9, 99.5, "higher", "off_target"),
+        (None, 45, 55, "lower", "no_data"),
+    ],
+)
+def test_status_table(value, target, warn, better, expected):
+    from kpi.models import Target
+
+    assert status_of(value, Target(kpi_key="k", target=target, warn=warn), better) == expected
+
+
+def test_change_knows_better_from_the_direction():
+    assert change_of(40, 50, "lower").better is True
+    assert change_of(40, 50, "higher").better is False
+    assert change_of(50, 50, "lower").better is None
+    assert change_of(5, 0, "lower").percent is None
+
+
+def test_a_dimension_value_target_overrides_the_kpi_target(store):
+    from kpi import catalog
+
+    with session_scope(store) as session:
+        spec = catalog.parse_spec({"kpis": {"dso": {"targets": {"branch=Berlin": {"target": 70}}}}})
+        catalog.apply(spec, session, actor="U1", now=datetime(2026, 11, 1, tzinfo=UTC))
+    with session_scope(store) as session:
+        kpi = load_catalog(session).kpis["dso"]
+        [berlin] = evaluate(
+            session, kpi, OCTOBER, SEPTEMBER, Scope(filters=(("branch", "Berlin"),))
+        )
+    assert berlin.target.target == 70 and berlin.status == "on_target"  # 62 ≤ 70
+
+
+def test_a_month_in_berlin_starts_and_ends_at_local_midnight(catalog_engine):
+    # 23:30 UTC on 31 Oct is 00:30 on 1 Nov in Berlin (CET, UTC+1): November's, not October's.
+    records = [
+        ("security_incidents", datetime(2026, 10, 31, 23, 30, tzinfo=UTC), 5, {}),
+        ("security_incidents", datetime(2026, 9, 30, 22, 30, tzinfo=UTC), 1, {}),  # 1 Oct 00:30
+        ("security_incidents", datetime(2026, 9, 30, 21, 30, tzinfo=UTC), 7, {}),  # 30 Sep 23:30
+    ]
+    load_records(catalog_engine, records, tz=BERLIN)
+    assert kpi_value(catalog_engine, "security_incidents", OCTOBER)[(0, None)].value == 1
+    november = period_of("month", date(2026, 11, 1))
+    assert kpi_value(catalog_engine, "security_incidents", november)[(0, None)].value == 5
+
+
+def test_as_of_on_the_first_of_a_month_reports_the_month_before(store):
+    service = KpiService(store, tz=BERLIN)
+    as_of = datetime(2026, 11, 1, 0, 30, tzinfo=BERLIN)
+    reply = service.ask("dso", viewer=Viewer(sees_all=True), as_of=as_of)
+    assert reply.values["a"]["period"] == "October 2026"
+    assert reply.values["a"]["value"] == "31.0 days"
