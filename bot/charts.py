@@ -62,3 +62,48 @@ def _draw(ax, chart: TrendChart) -> None:
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.legend(loc="best", fontsize=8, frameon=False)
+
+
+STATUS_COLOURS = {
+    "on_target": "#2da44e",
+    "at_risk": "#d29922",
+    "off_target": "#cf222e",
+    "no_data": "#8c959f",
+}
+GRID_COLUMNS = 4
+
+
+@dataclass(frozen=True)
+class Spark:
+    name: str
+    status: str
+    values: Sequence[float | None]
+    target: float | None = None
+
+
+def sparkline_grid_png(sparks: Sequence[Spark]) -> bytes:
+    """Small multiples, one per KPI, coloured by status: the digest's picture at a glance."""
+    rows = max(1, math.ceil(len(sparks) / GRID_COLUMNS))
+    fig, axes = plt.subplots(
+        rows, GRID_COLUMNS, figsize=(8, 1.2 * rows + 0.3), dpi=DPI, squeeze=False
+    )
+    try:
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, spark in zip(axes.flat, sparks, strict=False):
+            _spark(ax, spark)
+        fig.tight_layout()
+        out = io.BytesIO()
+        fig.savefig(out, format="png", dpi=DPI)
+        return out.getvalue()
+    finally:
+        plt.close(fig)
+
+
+def _spark(ax, spark: Spark) -> None:
+    colour = STATUS_COLOURS.get(spark.status, STATUS_COLOURS["no_data"])
+    ys = [math.nan if v is None else v for v in spark.values]
+    ax.plot(range(len(ys)), ys, color=colour, linewidth=2)
+    if spark.target is not None:
+        ax.axhline(spark.target, color="#57606a", linestyle=":", linewidth=1)
+    ax.set_title(spark.name[:28], fontsize=8, loc="left", color=colour)

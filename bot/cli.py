@@ -105,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.as_of = args.as_of.replace(tzinfo=ZoneInfo(settings.kpibot_timezone))
         return args.run(args, settings)
     except KpibotError as error:
-        return _fail(args, str(error))
+        example = f" Try: {error.example}" if error.example else ""
+        return _fail(args, f"{error}{example}")
     except KeyboardInterrupt:
         return 130
     except Exception as error:  # the CLI's boundary: one line, never a traceback unless asked

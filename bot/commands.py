@@ -1,7 +1,9 @@
 """What each CLI command does: open the store, call kpi/, print a short summary."""
 
 import argparse
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 from bot.settings import Settings
 from kpi import catalog
@@ -46,8 +48,31 @@ def _not_yet(what: str, issue: str) -> int:
     raise NotYet(f"`kpibot {what}` is not available yet ({issue}).")
 
 
-def serve(args, settings):
-    return _not_yet("serve", "it arrives with the Slack app")
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.app import create_app
+    from bot.scheduler import Schedule
+    from bot.services import build_services
+
+    socket_mode = bool(settings.slack_app_token.get_secret_value())
+    if not socket_mode and not settings.slack_signing_secret.get_secret_value():
+        raise KpibotError("SLACK_SIGNING_SECRET: required to verify requests from Slack")
+    services = build_services(settings, open_engine(settings))
+    app = create_app(settings, services)
+    schedule = Schedule(services, tick_seconds=settings.kpibot_tick_seconds)
+    schedule.start()
+    try:
+        if socket_mode:
+            from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+            SocketModeHandler(app, settings.slack_app_token.get_secret_value()).start()
+        else:
+            from bot.web import serve_http
+
+            serve_http(app, services.engine, port=settings.port)
+    finally:
+        schedule.stop()
+        services.close()
+    return 0
 
 
 def import_csv(args, settings):
@@ -55,15 +80,68 @@ def import_csv(args, settings):
 
 
 def demo(args, settings):
-    return _not_yet("demo", "it arrives with the demo data")
+    from kpi.demo import load_demo
+
+    engine = open_engine(settings)
+    as_of = datetime.now(settings.tz).date()
+    summary = load_demo(engine, tz=settings.tz, as_of=as_of)
+    loaded = (
+        f"{summary.rows:,} rows of {summary.measures} measures in {summary.series} series, "
+        f"{summary.first_day} to {summary.last_day}"
+    )
+    if summary.changed:
+        print(f"demo data loaded: {loaded} ({summary.changed:,} rows added or changed)")
+    else:
+        print(f"demo data already loaded, nothing changed: {loaded}")
+    print("\nstorylines:")
+    for story in summary.stories:
+        print(f"  • {story}")
+    print("\ntry next:")
+    print('  kpibot ask "dso"')
+    print('  kpibot ask "error rate last quarter by branch"')
+    print('  kpibot ask "trend uptime 12w" --out uptime.png')
+    return 0
 
 
-def ask(args, settings):
-    return _not_yet("ask", "it arrives with the KPI engine")
+def ask(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.answers import chart_png, render_reply
+    from bot.render import plain_text
+    from kpi.service import KpiService, Viewer
+
+    service = KpiService(open_engine(settings), tz=settings.tz)
+    as_of = args.as_of or datetime.now(settings.tz)
+    viewer = Viewer(user=args.user, sees_all=not args.user)
+    reply = service.ask(args.text, viewer=viewer, as_of=as_of)
+    message = render_reply(reply)
+    print(json.dumps(message, indent=2, ensure_ascii=False) if args.json else plain_text(message))
+    if args.out:
+        if reply.trend is None:
+            raise KpibotError("--out writes a trend chart: ask for a trend, e.g. `trend dso 12m`.")
+        Path(args.out).write_bytes(chart_png(reply))
+        print(f"chart written to {args.out}")
+    return 0
 
 
-def digest_run(args, settings):
-    return _not_yet("digest run", "it arrives with weekly digests")
+def digest_run(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.digests import send_due
+    from bot.services import build_services
+
+    services = _posting_services(settings, build_services)
+    try:
+        counts = send_due(services, as_of=args.as_of or services.clock())
+    finally:
+        services.close()
+    print(
+        f"digests: {counts['sent']} sent · {counts['late']} late · {counts['failed']} failed · "
+        f"{counts['paused']} paused · {counts['skipped']} already sent or in progress"
+    )
+    return 1 if counts["failed"] else 0
+
+
+def _posting_services(settings: Settings, build_services):
+    if not settings.slack_bot_token.get_secret_value():
+        raise KpibotError("SLACK_BOT_TOKEN: required to post to Slack")
+    return build_services(settings, open_engine(settings))
 
 
 def alerts_run(args, settings):

@@ -116,7 +116,13 @@ def clip(value: object, limit: int) -> object:
     return text  # unreachable: the whole text fitted
 
 
+def rendered(value: object) -> Trusted:
+    """Output of a macro of the same template: already escaped and JSON-safe, placed as is."""
+    return Trusted(str(value))
+
+
 FILTERS: dict[str, Callable[..., Any]] = {
+    "rendered": rendered,
     "mention": mention,
     "channel_link": channel_link,
     "plain": plain,

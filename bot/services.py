@@ -2,6 +2,7 @@
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -11,9 +12,14 @@ from threading import Lock
 from urllib.parse import urlsplit
 
 from slack_sdk import WebClient
-from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
 from sqlalchemy.engine import Engine
 
+from bot.notify import Notifier
 from bot.settings import Settings
 from kpi.service import KpiService, Viewer
 
@@ -44,8 +50,24 @@ def make_slack_client(settings: Settings) -> WebClient:
         base_url=settings.slack_api_url,
         timeout=10,
     )
-    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
+    client.retry_handlers = retry_handlers()
     return client
+
+
+class AnyServerErrorRetryHandler(ServerErrorRetryHandler):
+    """slack_sdk's handler retries 500 and 503 only; a 502 or 504 is just as passing."""
+
+    def _can_retry(self, *, state, request, response=None, error=None) -> bool:
+        return response is not None and 500 <= response.status_code < 600
+
+
+def retry_handlers() -> list:
+    """Bounded retries for what a retry can fix: dropped connections, 429s, 5xx (backoff)."""
+    return [
+        ConnectionErrorRetryHandler(max_retry_count=2),
+        RateLimitErrorRetryHandler(max_retry_count=5),
+        AnyServerErrorRetryHandler(max_retry_count=3),
+    ]
 
 
 class UserGroups:
@@ -82,7 +104,10 @@ class Services:
     slack: WebClient
     groups: UserGroups
     executor: ThreadPoolExecutor
+    notifier: Notifier
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # Which process holds a claim: visible in the delivery table when something is stuck.
+    instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def viewer(self, user: str, channel: str) -> Viewer:
         return Viewer(user=user, channel=channel, groups=self.groups.of(user))
@@ -104,4 +129,5 @@ def build_services(settings: Settings, engine: Engine) -> Services:
         slack=slack,
         groups=UserGroups(slack),
         executor=ThreadPoolExecutor(max_workers=4, thread_name_prefix="kpibot-work"),
+        notifier=Notifier(slack),
     )

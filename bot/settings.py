@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     kpibot_admins: str = ""
     kpibot_alert_channel: str = ""
     port: int = Field(default=3000, ge=1, le=65535)
+    # Beyond the contract: how often `serve` looks for due digests (tests use a fast tick).
+    kpibot_tick_seconds: int = Field(default=60, ge=1, le=3600)
 
     @field_validator("kpibot_timezone")
     @classmethod

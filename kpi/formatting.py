@@ -36,8 +36,9 @@ def fmt(value: float | None, unit: str) -> str:
         return "—"
     if is_currency(unit):
         symbol = CURRENCY_SYMBOLS.get(unit)
-        amount = number(value, 0)
-        return f"{symbol}{amount}" if symbol else f"{amount} {unit}"
+        amount = number(abs(value), 0)
+        sign = "−" if value < 0 and amount != "0" else ""
+        return f"{sign}{symbol}{amount}" if symbol else f"{sign}{amount} {unit}"
     decimals = DECIMALS.get(unit, 2)
     text = number(value, decimals)
     if unit in ("%", "×"):

@@ -103,3 +103,41 @@ class AuditLog(SQLModel, table=True):
 class Meta(SQLModel, table=True):
     key: str = Field(primary_key=True)
     value: str
+
+
+class Subscription(SQLModel, table=True):
+    """A channel's weekly digest: which KPIs, when, in which zone; paused on Slack errors."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(unique=True)
+    items: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    weekday: int = 0  # 0 = Monday
+    at: str = "09:00"  # local HH:MM
+    tz: str = "UTC"
+    created_by: str = ""
+    created_at: datetime
+    updated_at: datetime
+    active: bool = True
+    paused_reason: str = ""
+    paused_at: datetime | None = None
+
+
+class Delivery(SQLModel, table=True):
+    """One message that must go out exactly once, claimed by a unique `key` before it is sent.
+
+    Digests key on (subscription, ISO week); alerts on (incident, transition). A claim older
+    than its lease without a message ts is retried; one with a ts never is.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True)
+    kind: str  # digest | alert
+    channel: str
+    state: str = "claimed"  # claimed | sent | failed
+    owner: str = ""  # the process that holds the claim
+    claimed_at: datetime
+    attempts: int = 1
+    message_ts: str | None = None
+    sent_at: datetime | None = None
+    error: str = ""
+    late: bool = False

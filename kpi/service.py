@@ -5,6 +5,7 @@ cached under the store's generation, which every such write bumps.
 """
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from threading import Lock
@@ -13,13 +14,14 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from kpi import catalog, importer, query, store
+from kpi import catalog, digests, importer, query, store
 from kpi.aggregate import Scope, dimension_values
 from kpi.db import session_scope
 from kpi.errors import KpibotError, PermissionDenied
 from kpi.formatting import fmt, fmt_day, fmt_input
 from kpi.models import Kpi
 from kpi.periods import Period, current_period, default_range, local_today
+from kpi.scorecard import card, digest_week, scorecard_view, selected
 from kpi.values import Catalog, Evaluated, KpiDef, evaluate, load_catalog, values
 from kpi.views import (
     Line,
@@ -75,7 +77,7 @@ class KpiService:
         self.tz = tz
         self.admins = admins
         self._snapshot: Snapshot | None = None
-        self._answers: OrderedDict[str, Reply] = OrderedDict()
+        self._answers: OrderedDict[str, object] = OrderedDict()
         self._lock = Lock()
 
     # -- what the store holds now -------------------------------------------------------------
@@ -133,13 +135,19 @@ class KpiService:
         if isinstance(request, query.Trend):
             key = f"{request!r}@{local_today(as_of, self.tz)}"
             return self._cached(key, lambda: self._trend(session, snap, request, as_of))
+        if isinstance(request, query.Subscribe):
+            return self._subscribe(request, viewer, as_of)
+        if isinstance(request, query.Unsubscribe):
+            return self._unsubscribe(viewer, as_of)
+        if isinstance(request, query.DigestPreview):
+            return self._preview(viewer, as_of)
         if isinstance(request, query.SetTarget):
             return self._set_target(snap, request, viewer, as_of)
         if isinstance(request, query.Record):
             return self._record(snap, request, viewer, as_of)
         raise KpibotError("That part of kpibot is not ready yet.", example="/kpi dso last month")
 
-    def _cached(self, key: str, compute) -> Reply:
+    def _cached(self, key: str, compute):
         with self._lock:
             hit = self._answers.get(key)
             if hit is not None:
@@ -285,6 +293,66 @@ class KpiService:
             )
         return Reply("list.json.j2", {"areas": [{"name": a, "kpis": k} for a, k in areas.items()]})
 
+    # -- digests -------------------------------------------------------------------------------
+
+    def scorecard(
+        self, *, viewer: Viewer, items: Sequence[str], as_of: datetime, late: bool = False
+    ) -> Reply:
+        """The digest of the KPIs `items` names (all when empty) that the viewer may see."""
+        with Session(self.engine) as session:
+            snap = self.snapshot(session)
+            kpis = selected(self.visible(snap, viewer), items)
+            key = f"cards:{[k.key for k in kpis]}@{local_today(as_of, self.tz)}"
+            cards = self._cached(key, lambda: [card(session, k, as_of, self.tz) for k in kpis])
+        view = scorecard_view(cards, week=digest_week(as_of, self.tz), late=late)
+        sparks = [
+            {
+                "name": c.kpi.kpi.name,
+                "status": c.status,
+                "values": c.spark,
+                "target": c.kpi.target_for().target if c.kpi.target_for() else None,
+            }
+            for c in cards
+        ]
+        return Reply("digest.json.j2", {"d": view}, extra={"sparks": sparks})
+
+    def _subscribe(self, request, viewer: Viewer, as_of: datetime) -> Reply:
+        with session_scope(self.engine) as session:
+            change = digests.subscribe(
+                session,
+                channel=viewer.channel,
+                user=viewer.user,
+                items=request.items,
+                weekday=request.weekday,
+                at=request.at,
+                tz=request.tz,
+                default_tz=self.tz.key,
+                now=as_of,
+            )
+            sub = change.subscription
+            values = {
+                "created": change.created,
+                "changes": [
+                    {"field": k, "before": b, "after": a} for k, (b, a) in change.changed.items()
+                ],
+                "channel": viewer.channel,
+            } | digests.describe(sub)
+        return Reply("subscribed.json.j2", values)
+
+    def _unsubscribe(self, viewer: Viewer, as_of: datetime) -> Reply:
+        with session_scope(self.engine) as session:
+            removed = digests.unsubscribe(
+                session, channel=viewer.channel, user=viewer.user, now=as_of
+            )
+        return Reply("unsubscribed.json.j2", {"removed": removed, "channel": viewer.channel})
+
+    def _preview(self, viewer: Viewer, as_of: datetime) -> Reply:
+        """What this channel's digest would say now: the channel's own visibility, not yours."""
+        with Session(self.engine) as session:
+            sub = digests.get_subscription(session, viewer.channel)
+        items = sub.items if sub is not None and sub.active else []
+        return self.scorecard(viewer=Viewer(channel=viewer.channel), items=items, as_of=as_of)
+
     # -- changing things (admins and owners) -------------------------------------------------
 
     def may_change(self, kpi: Kpi, viewer: Viewer) -> bool:
@@ -324,12 +392,20 @@ class KpiService:
             )
         day = request.day or local_today(as_of, self.tz)
         dims = dict(request.dims)
-        summary = importer.load_records(self.engine, [(request.measure, day, request.value, dims)],
-                                        tz=self.tz)  # fmt: skip
+        summary = importer.load_records(
+            self.engine, [(request.measure, day, request.value, dims)], tz=self.tz
+        )
         with session_scope(self.engine) as session:
             after = {"day": day.isoformat(), "value": request.value, "dims": dims}
-            store.audit(session=session, actor=viewer.user or "cli", action="measure.record",
-                        subject=request.measure, before=None, after=after, at=as_of)  # fmt: skip
+            store.audit(
+                session=session,
+                actor=viewer.user or "cli",
+                action="measure.record",
+                subject=request.measure,
+                before=None,
+                after=after,
+                at=as_of,
+            )
             store.bump_generation(session=session)
         values = {
             "measure": request.measure,

@@ -51,17 +51,35 @@ def audit(
 
 
 GENERATION = "generation"
+SUBSCRIPTIONS = "subscriptions"
+
+
+def _counter(session: Session, key: str) -> str:
+    row = session.get(Meta, key)
+    return row.value if row else "0"
+
+
+def _bump(session: Session, key: str) -> None:
+    row = session.get(Meta, key)
+    if row is None:
+        session.add(Meta(key=key, value="1"))
+    else:
+        row.value = str(int(row.value) + 1)
 
 
 def generation(*, session: Session) -> str:
     """Changes whenever data, targets or the catalog change: the key of every cached answer."""
-    row = session.get(Meta, GENERATION)
-    return row.value if row else "0"
+    return _counter(session, GENERATION)
 
 
 def bump_generation(*, session: Session) -> None:
-    row = session.get(Meta, GENERATION)
-    if row is None:
-        session.add(Meta(key=GENERATION, value="1"))
-    else:
-        row.value = str(int(row.value) + 1)
+    _bump(session, GENERATION)
+
+
+def subscriptions_version(*, session: Session) -> str:
+    """Changes whenever a subscription does, so every instance can rebuild its schedule."""
+    return _counter(session, SUBSCRIPTIONS)
+
+
+def bump_subscriptions(*, session: Session) -> None:
+    _bump(session, SUBSCRIPTIONS)

@@ -13,7 +13,7 @@ from kpi.formatting import (
     fmt_input,
 )
 from kpi.models import Target
-from kpi.values import Evaluated, KpiDef
+from kpi.values import Change, Evaluated, KpiDef
 
 TABLE_ROWS_PER_SECTION = 20
 TABLE_MAX_ROWS = 100
@@ -95,6 +95,11 @@ def status_view(status: str) -> dict[str, str]:
 
 
 def short_change(item: Evaluated) -> str:
-    if item.change is None:
+    return change_text(item.change, unit_of(item.kpi))
+
+
+def change_text(change: Change | None, unit: str) -> str:
+    """`▲ +8.7 days`; empty when there is nothing to compare with."""
+    if change is None:
         return ""
-    return f"{arrow(item.change.delta)} {fmt_delta(item.change.delta, unit_of(item.kpi))}"
+    return f"{arrow(change.delta)} {fmt_delta(change.delta, unit)}"

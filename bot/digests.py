@@ -1,0 +1,118 @@
+"""Sending every digest that is due: claim, build, post, record — once per (subscription, week).
+
+`kpibot digest run` and the scheduler's ticks both call `send_due`; correctness never depends on
+how often or how exactly the scheduler fires, only on the claims in the database.
+"""
+
+import logging
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from bot.answers import render_reply, renderer
+from bot.charts import Spark, sparkline_grid_png
+from bot.notify import PermanentFailure
+from bot.services import Services
+from kpi import claims, digests
+from kpi.db import session_scope
+from kpi.models import Subscription
+from kpi.service import Viewer
+
+log = logging.getLogger("kpibot")
+SENDERS = 8
+
+
+def send_due(services: Services, *, as_of: datetime) -> Counter:
+    """Send what is due at `as_of`; returns counts of sent, late, failed, paused, skipped."""
+    with session_scope(services.engine) as session:
+        subscriptions = {s.id: s for s in digests.active_subscriptions(session)}
+    due = digests.due(subscriptions.values(), as_of)
+    with ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="kpibot-digest") as pool:
+        outcomes = list(
+            pool.map(lambda d: send_one(services, d, subscriptions[d.subscription_id]), due)
+        )
+    return Counter(outcomes)
+
+
+def send_one(services: Services, due: digests.Due, sub: Subscription) -> str:
+    with session_scope(services.engine) as session:
+        claim = claims.claim(
+            session,
+            key=due.key,
+            kind="digest",
+            channel=due.channel,
+            owner=services.instance,
+            now=services.clock(),
+            late=due.late,
+        )
+    if claim is None:
+        return "skipped"
+    try:
+        ts, sparks = _deliver(services, due, sub)
+    except PermanentFailure as failure:
+        _record_failure(services, due, failure.code, final=True)
+        _pause(services, sub, failure.code)
+        return "paused"
+    except (SlackApiError, SlackClientError, OSError) as error:
+        _record_failure(services, due, _code(error), final=False)
+        return "failed"
+    with session_scope(services.engine) as session:
+        claims.mark_sent(session, key=due.key, ts=ts, now=services.clock())
+    _attach_chart(services, due, ts, sparks)
+    return "late" if due.late else "sent"
+
+
+def _deliver(services: Services, due: digests.Due, sub: Subscription) -> tuple[str, list]:
+    # Visibility is the channel's own, checked now rather than when it subscribed.
+    reply = services.kpis.scorecard(
+        viewer=Viewer(channel=due.channel), items=sub.items, as_of=due.scheduled, late=due.late
+    )
+    return services.notifier.post(due.channel, render_reply(reply)), reply.extra["sparks"]
+
+
+def _attach_chart(services: Services, due: digests.Due, ts: str, sparks: list) -> None:
+    """The chart goes in the digest's thread; a failed chart never undoes a sent digest."""
+    if not sparks:
+        return
+    try:
+        png = sparkline_grid_png([Spark(**s) for s in sparks])
+        services.notifier.upload(
+            due.channel,
+            png,
+            filename=f"kpi-digest-{due.week}.png",
+            title=f"KPIs · {due.week}",
+            thread_ts=ts,
+        )
+    except (PermanentFailure, SlackApiError, SlackClientError, OSError) as error:
+        log.warning("digest chart for %s failed: %s", due.channel, _code(error))
+
+
+def _record_failure(services: Services, due: digests.Due, code: str, *, final: bool) -> None:
+    log.warning("digest %s to %s failed: %s", due.key, due.channel, code)
+    with session_scope(services.engine) as session:
+        claims.mark_failed(session, key=due.key, error=code, final=final)
+
+
+def _pause(services: Services, sub: Subscription, code: str) -> None:
+    with session_scope(services.engine) as session:
+        first = digests.pause(session, subscription_id=sub.id, reason=code, now=services.clock())
+    if first and sub.created_by:
+        message = renderer().message(
+            "notice.json.j2", kind="digest_paused", error=code, channel=sub.channel
+        )
+        try:
+            services.notifier.post(sub.created_by, message)
+        except (PermanentFailure, SlackApiError, SlackClientError, OSError) as error:
+            log.warning(
+                "could not tell %s about the paused digest: %s", sub.created_by, _code(error)
+            )
+
+
+def _code(error: Exception) -> str:
+    if isinstance(error, PermanentFailure):
+        return error.code
+    if isinstance(error, SlackApiError):
+        return str(error.response.get("error") or f"http {error.response.status_code}")
+    return type(error).__name__

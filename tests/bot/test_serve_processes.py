@@ -1,0 +1,91 @@
+"""Two real `kpibot serve` processes on one PostgreSQL: every due digest goes out exactly once."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+from datetime import time as clock_time
+
+import pytest
+from sqlmodel import select
+
+from bot.standin import SlackStandin
+from kpi import catalog, digests
+from kpi.db import make_engine, session_scope
+from kpi.models import Delivery
+
+CHANNELS = [f"C0E2E{i}" for i in range(6)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthy(port: int, deadline: float) -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    while True:
+        try:
+            with opener.open(f"http://127.0.0.1:{port}/healthz", timeout=2) as reply:
+                if json.loads(reply.read())["ok"]:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        # Polling a starting process: nothing to wait on but the clock, bounded by the deadline.
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def store(postgres_url):
+    engine = make_engine(postgres_url)
+    from tests.conftest import _truncate_all
+
+    _truncate_all(engine)
+    now = datetime.now(UTC)
+    with session_scope(engine) as session:
+        catalog.load_builtin_if_empty(session, now=now)
+        for channel in CHANNELS:
+            # Due at once: the latest Monday 00:00 UTC is always in the past.
+            digests.subscribe(session, channel=channel, user="U0SUB", items=["IT"], weekday=0,
+                              at=clock_time(0, 0), tz="UTC", default_tz="UTC", now=now)  # fmt: skip
+    yield postgres_url, engine
+    engine.dispose()
+
+
+def start_serve(database_url: str, slack_url: str, port: int) -> subprocess.Popen:
+    env = {**os.environ, "DATABASE_URL": database_url, "SLACK_API_URL": slack_url,
+           "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": "secret",
+           "SLACK_APP_TOKEN": "", "PORT": str(port), "KPIBOT_TICK_SECONDS": "1"}  # fmt: skip
+    return subprocess.Popen([sys.executable, "-m", "bot", "serve"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+
+def test_two_instances_deliver_every_due_digest_exactly_once(store):
+    database_url, engine = store
+    with SlackStandin() as slack:
+        ports = [free_port(), free_port()]
+        processes = [start_serve(database_url, slack.url, port) for port in ports]
+        try:
+            for port in ports:
+                healthy(port, time.monotonic() + 60)
+            slack.wait_for("chat.postMessage", count=len(CHANNELS), timeout=60)
+            # Several more ticks of both instances must not send anything twice.
+            with pytest.raises(AssertionError):
+                slack.wait_for("chat.postMessage", count=len(CHANNELS) + 1, timeout=5)
+        finally:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            codes = [p.wait(timeout=30) for p in processes]
+        posted = [c.args["channel"] for c in slack.calls_to("chat.postMessage", ok=True)]
+        assert sorted(posted) == sorted(CHANNELS)
+    assert codes == [0, 0], [p.stderr.read().decode()[-2000:] for p in processes]
+    with session_scope(engine) as session:
+        rows = list(session.exec(select(Delivery)))
+    assert len(rows) == len(CHANNELS) and {r.state for r in rows} == {"sent"}
