@@ -76,7 +76,20 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def import_csv(args, settings):
-    return _not_yet("import", "it arrives with the importer")
+    import sys
+
+    from kpi import importer
+
+    engine = open_engine(settings)
+    summary = importer.import_csv(
+        engine,
+        args.file,
+        tz=settings.tz,
+        dry_run=args.dry_run,
+        progress=sys.stderr.isatty(),
+    )
+    print(summary.line())
+    return 0
 
 
 def demo(args, settings):
@@ -144,5 +157,19 @@ def _posting_services(settings: Settings, build_services):
     return build_services(settings, open_engine(settings))
 
 
-def alerts_run(args, settings):
-    return _not_yet("alerts run", "it arrives with alerts")
+def alerts_run(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.alerts import run_alerts
+    from bot.services import build_services
+
+    services = _posting_services(settings, build_services)
+    try:
+        counts = run_alerts(services, as_of=args.as_of or services.clock())
+    finally:
+        services.close()
+    print(alerts_line(counts))
+    return 0
+
+
+def alerts_line(counts) -> str:
+    told = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()) if kind != "unchanged")
+    return f"alerts: {sum(counts.values())} evaluated · {told or 'no changes'}"

@@ -40,7 +40,7 @@ def send_trend(
         message = render_reply(reply, share=share_value(reply, text, as_of), chart=chart)
         respond(**message, response_type="ephemeral", replace_original=True)
     except Exception as error:  # the job's boundary: tell the user, log what is ours to fix
-        _report(error, respond)
+        report(error, respond)
 
 
 def upload_chart(services: Services, reply: Reply, *, channel: str | None, thread_ts=None) -> str:
@@ -80,7 +80,7 @@ def share_answer(services: Services, value: str, user: str, channel: str, respon
             return
         _post_shared(services, reply, user, channel, respond)
     except Exception as error:  # the job's boundary
-        _report(error, respond)
+        report(error, respond)
 
 
 def _post_shared(services: Services, reply: Reply, user: str, channel: str, respond) -> None:
@@ -102,7 +102,7 @@ def _notice(kind: str, **values: object) -> dict:
     return renderer().message("notice.json.j2", kind=kind, error=values.get("error", ""))
 
 
-def _report(error: Exception, respond: Respond) -> None:
+def report(error: Exception, respond: Respond) -> None:
     from kpi.errors import KpibotError
 
     if not isinstance(error, KpibotError):

@@ -11,6 +11,7 @@ from datetime import datetime
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from bot import alerts as alert_job
 from bot import digests as digest_job
 from bot.services import Services
 from kpi import digests, store
@@ -18,6 +19,7 @@ from kpi.db import session_scope
 
 log = logging.getLogger("kpibot")
 SYNC_JOB = "digests-sync"
+ALERTS_JOB = "alerts"
 
 
 class Schedule:
@@ -39,6 +41,22 @@ class Schedule:
             replace_existing=True,
             next_run_time=datetime.now().astimezone(),
         )
+
+        self.scheduler.add_job(
+            self.alerts,
+            "interval",
+            minutes=services.settings.kpibot_alert_minutes,
+            id=ALERTS_JOB,
+            replace_existing=True,
+            next_run_time=datetime.now().astimezone(),
+        )
+
+    def alerts(self) -> None:
+        try:
+            counts = alert_job.run_alerts(self.services, as_of=self.services.clock())
+            log.info("alerts: %s", dict(counts))
+        except Exception:  # a job's boundary: log, and the next run tries again
+            log.exception("scheduled alert pass failed")
 
     def start(self) -> None:
         self.scheduler.start()

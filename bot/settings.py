@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     port: int = Field(default=3000, ge=1, le=65535)
     # Beyond the contract: how often `serve` looks for due digests (tests use a fast tick).
     kpibot_tick_seconds: int = Field(default=60, ge=1, le=3600)
+    # Beyond the contract: minutes between scheduled alert evaluations in `serve`.
+    kpibot_alert_minutes: float = Field(default=15, gt=0, le=1440)
 
     @field_validator("kpibot_timezone")
     @classmethod

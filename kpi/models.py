@@ -141,3 +141,57 @@ class Delivery(SQLModel, table=True):
     sent_at: datetime | None = None
     error: str = ""
     late: bool = False
+    payload: dict | None = Field(default=None, sa_column=Column(JSON))  # what to (re)send
+
+
+class Alert(SQLModel, table=True):
+    """The alert state of one (KPI, dimension value); `version` orders its transitions, so only
+    one process can apply each (a compare-and-set on it)."""
+
+    __table_args__ = (UniqueConstraint("kpi_key", "dim", "dim_value"),)
+    id: int | None = Field(default=None, primary_key=True)
+    kpi_key: str = Field(foreign_key="kpi.key", index=True)
+    dim: str = ""
+    dim_value: str = ""
+    state: str = "ok"  # ok | at_risk | off_target | no_data
+    since: datetime
+    value: float | None = None
+    version: int = 0
+    incident_id: int | None = None
+    recovering: int = 0  # evaluations in a row that found it back to ok
+    evaluated_at: datetime
+
+
+class Incident(SQLModel, table=True):
+    """One breach from opening to recovery: one Slack message, edited as it changes."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: int = Field(foreign_key="alert.id", index=True)
+    kpi_key: str
+    dim: str = ""
+    dim_value: str = ""
+    state: str
+    opened_at: datetime
+    resolved_at: datetime | None = None
+    channel: str = ""
+    message_ts: str | None = None
+    last_notified_at: datetime | None = None
+    acknowledged_by: str = ""
+    acknowledged_at: datetime | None = None
+    snoozed_until: datetime | None = None
+    snoozed_by: str = ""
+    owner: str = ""
+
+
+class AlertEvent(SQLModel, table=True):
+    """Append-only: every evaluation that changed something, and every action on an incident."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(index=True)
+    alert_id: int = Field(foreign_key="alert.id", index=True)
+    incident_id: int | None = None
+    kind: str  # open | worsen | improve | recovering | resolve | renotify | ack | snooze | own
+    from_state: str = ""
+    to_state: str = ""
+    actor: str = "kpibot"
+    value: float | None = None

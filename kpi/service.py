@@ -14,12 +14,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from kpi import catalog, digests, importer, query, store
+from kpi import catalog, digests, importer, incidents, query, store
 from kpi.aggregate import Scope, dimension_values
 from kpi.db import session_scope
 from kpi.errors import KpibotError, PermissionDenied
 from kpi.formatting import fmt, fmt_day, fmt_input
-from kpi.models import Kpi
+from kpi.models import Alert, Kpi
 from kpi.periods import Period, current_period, default_range, local_today
 from kpi.scorecard import card, digest_week, scorecard_view, selected
 from kpi.values import Catalog, Evaluated, KpiDef, evaluate, load_catalog, values
@@ -35,6 +35,7 @@ from kpi.views import (
 )
 
 CACHE_SIZE = 1024
+MAX_ALERTS_SHOWN = 40
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ class KpiService:
         if isinstance(request, query.Trend):
             key = f"{request!r}@{local_today(as_of, self.tz)}"
             return self._cached(key, lambda: self._trend(session, snap, request, as_of))
+        if isinstance(request, query.Alerts):
+            return self._alerts(session, snap, viewer)
         if isinstance(request, query.Subscribe):
             return self._subscribe(request, viewer, as_of)
         if isinstance(request, query.Unsubscribe):
@@ -292,6 +295,21 @@ class KpiService:
                 f"No KPIs in an area called “{request.area}”.", example="/kpi list Finance"
             )
         return Reply("list.json.j2", {"areas": [{"name": a, "kpis": k} for a, k in areas.items()]})
+
+    def _alerts(self, session: Session, snap: Snapshot, viewer: Viewer) -> Reply:
+        """The open alerts on KPIs the asker may see, oldest first."""
+        rows = []
+        for incident in incidents.open_incidents(session):
+            kpi = snap.catalog.kpis.get(incident.kpi_key)
+            alert = session.get(Alert, incident.alert_id)
+            if kpi is None or alert is None or not viewer.may_see(kpi.kpi):
+                continue
+            rows.append(incidents.view(incident, alert, kpi, self.tz, ""))
+        shown = rows[:MAX_ALERTS_SHOWN]
+        return Reply(
+            "alerts.json.j2",
+            {"alerts": shown, "total": len(rows), "more": len(rows) - len(shown)},
+        )
 
     # -- digests -------------------------------------------------------------------------------
 

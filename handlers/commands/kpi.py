@@ -4,10 +4,11 @@ import logging
 
 from slack_bolt import Ack, Respond
 
+from bot.alerts import evaluate_soon
 from bot.answers import render_reply, renderer, share_value
 from bot.followups import send_trend
 from bot.services import Services
-from kpi.query import Trend
+from kpi.query import Record, Trend
 
 
 def kpi_command(
@@ -24,3 +25,5 @@ def kpi_command(
     reply = services.kpis.answer(request, viewer=viewer, as_of=as_of)
     message = render_reply(reply, share=share_value(reply, text, as_of))
     ack(response_type="ephemeral", **message)
+    if isinstance(request, Record):
+        evaluate_soon(services)

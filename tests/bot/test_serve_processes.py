@@ -8,8 +8,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlmodel import select
@@ -17,6 +18,7 @@ from sqlmodel import select
 from bot.standin import SlackStandin
 from kpi import catalog, digests
 from kpi.db import make_engine, session_scope
+from kpi.importer import load_records
 from kpi.models import Delivery
 
 CHANNELS = [f"C0E2E{i}" for i in range(6)]
@@ -53,21 +55,53 @@ def store(postgres_url):
         catalog.load_builtin_if_empty(session, now=now)
         for channel in CHANNELS:
             # Due at once: the latest Monday 00:00 UTC is always in the past.
-            digests.subscribe(session, channel=channel, user="U0SUB", items=["IT"], weekday=0,
-                              at=clock_time(0, 0), tz="UTC", default_tz="UTC", now=now)  # fmt: skip
+            digests.subscribe(
+                session,
+                channel=channel,
+                user="U0SUB",
+                items=["IT"],
+                weekday=0,
+                at=clock_time(0, 0),
+                tz="UTC",
+                default_tz="UTC",
+                now=now,
+            )
+    # DSO far off target in the latest complete month: (900,000 / 100,000) × days ≈ 279 days.
+    last_month_end = now.date().replace(day=1) - timedelta(days=1)
+    load_records(
+        engine,
+        [
+            ("ar_balance", last_month_end, 900_000, {"branch": "Berlin"}),
+            ("credit_sales", last_month_end, 100_000, {"branch": "Berlin"}),
+        ],
+        tz=ZoneInfo("UTC"),
+    )
     yield postgres_url, engine
     engine.dispose()
 
 
 def start_serve(database_url: str, slack_url: str, port: int) -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": database_url, "SLACK_API_URL": slack_url,
-           "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": "secret",
-           "SLACK_APP_TOKEN": "", "PORT": str(port), "KPIBOT_TICK_SECONDS": "1"}  # fmt: skip
-    return subprocess.Popen([sys.executable, "-m", "bot", "serve"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "SLACK_API_URL": slack_url,
+        "SLACK_BOT_TOKEN": "xoxb-test",
+        "SLACK_SIGNING_SECRET": "secret",
+        "SLACK_APP_TOKEN": "",
+        "PORT": str(port),
+        "KPIBOT_TICK_SECONDS": "1",
+        "KPIBOT_ALERT_MINUTES": "0.02",
+        "KPIBOT_ALERT_CHANNEL": "C0ALERTS",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
-def test_two_instances_deliver_every_due_digest_exactly_once(store):
+def test_two_instances_deliver_every_due_digest_and_alert_exactly_once(store):
     database_url, engine = store
     with SlackStandin() as slack:
         ports = [free_port(), free_port()]
@@ -75,17 +109,20 @@ def test_two_instances_deliver_every_due_digest_exactly_once(store):
         try:
             for port in ports:
                 healthy(port, time.monotonic() + 60)
-            slack.wait_for("chat.postMessage", count=len(CHANNELS), timeout=60)
-            # Several more ticks of both instances must not send anything twice.
+            expected = len(CHANNELS) + 1  # the digests and one DSO alert
+            slack.wait_for("chat.postMessage", count=expected, timeout=60)
+            # Several more ticks and alert passes of both instances must not send anything twice.
             with pytest.raises(AssertionError):
-                slack.wait_for("chat.postMessage", count=len(CHANNELS) + 1, timeout=5)
+                slack.wait_for("chat.postMessage", count=expected + 1, timeout=5)
         finally:
             for process in processes:
                 process.send_signal(signal.SIGTERM)
             codes = [p.wait(timeout=30) for p in processes]
         posted = [c.args["channel"] for c in slack.calls_to("chat.postMessage", ok=True)]
-        assert sorted(posted) == sorted(CHANNELS)
+        assert sorted(posted) == sorted([*CHANNELS, "C0ALERTS"])
+        [alert] = slack.messages("C0ALERTS")[:1]
+        assert "Days Sales Outstanding" in alert["text"]
     assert codes == [0, 0], [p.stderr.read().decode()[-2000:] for p in processes]
     with session_scope(engine) as session:
         rows = list(session.exec(select(Delivery)))
-    assert len(rows) == len(CHANNELS) and {r.state for r in rows} == {"sent"}
+    assert len(rows) == len(CHANNELS) + 1 and {r.state for r in rows} == {"sent"}

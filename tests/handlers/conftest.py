@@ -16,6 +16,7 @@ from kpi.importer import load_records
 
 SECRET = "test-signing-secret"
 ADMIN = "UADMIN"
+ALERTS = "C0ALERTS"
 NOW = datetime(2026, 11, 10, 9, 0, tzinfo=UTC)  # October 2026 is the latest complete month
 
 # October: DSO = (300,000 + 100,000) / (150,000 + 250,000) × 31 = 31.0 days;
@@ -60,6 +61,7 @@ def served(catalog_engine, database_url, standin):
         database_url=database_url,
         kpibot_timezone="UTC",
         kpibot_admins=ADMIN,
+        kpibot_alert_channel=ALERTS,
     )
     services = build_services(settings, catalog_engine)
     services.clock = lambda: NOW

@@ -1,0 +1,358 @@
+"""The alerts pass: read every (KPI, dimension value), decide, apply once, tell Slack.
+
+Each change is applied with a compare-and-set on the alert row's version inside one
+transaction that also writes the incident, the event log and a delivery claim; only the process
+whose update won sends the message. Passes that change nothing write nothing.
+"""
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from slack_sdk.errors import SlackApiError, SlackClientError
+from sqlalchemy import update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, select
+
+from bot import ids
+from bot.answers import renderer
+from bot.charts import TrendChart, trend_png
+from bot.followups import report
+from bot.notify import PermanentFailure
+from bot.services import Services
+from kpi import claims, incidents
+from kpi.aggregate import Scope
+from kpi.alerts import Kind, Open, Policy, State, Transition, decide
+from kpi.db import session_scope
+from kpi.evaluate import Reading, read_all
+from kpi.models import Alert, AlertEvent, Incident
+from kpi.periods import current_period, default_range
+from kpi.service import Viewer
+from kpi.values import values
+from kpi.views import unit_of
+
+log = logging.getLogger("kpibot")
+SLACK_ERRORS = (PermanentFailure, SlackApiError, SlackClientError, OSError)
+
+
+@dataclass
+class Applied:
+    """A transition this process won, and what it must tell Slack."""
+
+    transition: Transition
+    reading: Reading
+    incident_id: int
+    alert_id: int
+    delivery: str
+
+
+def run_alerts(services: Services, *, as_of: datetime) -> Counter:
+    """One pass over every alert; returns counts of transitions by kind."""
+    with Session(services.engine) as session:
+        snap = services.kpis.snapshot(session)
+        readings = read_all(session, snap.catalog, as_of, services.settings.tz)
+        alerts = {(a.kpi_key, a.dim, a.dim_value): a for a in session.exec(select(Alert))}
+        open_ids = [a.incident_id for a in alerts.values() if a.incident_id]
+        opened = {i.id: i for i in session.exec(select(Incident).where(Incident.id.in_(open_ids)))}
+    counts: Counter = Counter()
+    for reading in readings:
+        alert = alerts.get(reading.key)
+        incident = opened.get(alert.incident_id) if alert and alert.incident_id else None
+        outcome, applied = apply(services, reading, alert, incident, as_of)
+        counts[outcome] += 1
+        if applied is not None:
+            tell(services, applied, as_of)
+    return counts
+
+
+def apply(
+    services, reading: Reading, alert: Alert | None, incident: Incident | None, now: datetime
+) -> tuple[str, Applied | None]:
+    """The decision applied once: its kind (or `unchanged`, or `lost` to another process) and,
+    when Slack must hear of it, what to tell."""
+    policy = Policy(renotify=timedelta(hours=reading.kpi.kpi.renotify_hours))
+    transition = decide(_open(incident, alert), reading.state, now, policy)
+    if alert is None:
+        alert = _create_alert(services, reading, now)
+    unchanged = alert.state == transition.state.value and not alert.recovering
+    if transition.kind is Kind.NOTHING and unchanged:
+        return "unchanged", None  # the common case: a pass that changes nothing writes nothing
+    try:
+        with session_scope(services.engine) as session:
+            applied = _apply(session, reading, alert, incident, transition, now, services.instance)
+    except Lost:
+        return "lost", None
+    return transition.kind.value, applied
+
+
+class Lost(Exception):
+    """Another process applied this evaluation first; ours is rolled back."""
+
+
+def _open(incident: Incident | None, alert: Alert | None) -> Open | None:
+    if incident is None or incident.resolved_at is not None:
+        return None
+    return Open(
+        state=State(incident.state),
+        last_notified_at=incident.last_notified_at,
+        acknowledged=bool(incident.acknowledged_by),
+        snoozed_until=incident.snoozed_until,
+        recovering=alert.recovering if alert else 0,
+    )
+
+
+def _create_alert(services: Services, reading: Reading, now: datetime) -> Alert:
+    """The alert row, created once whoever gets there first (ON CONFLICT DO NOTHING)."""
+    kpi_key, dim, dim_value = reading.key
+    with session_scope(services.engine) as session:
+        dialect = session.get_bind().dialect.name
+        insert = (postgresql if dialect == "postgresql" else sqlite).insert(Alert.__table__)
+        session.connection().execute(
+            insert.values(
+                kpi_key=kpi_key,
+                dim=dim,
+                dim_value=dim_value,
+                state="ok",
+                since=now,
+                value=reading.value,
+                version=0,
+                recovering=0,
+                evaluated_at=now,
+            ).on_conflict_do_nothing(index_elements=["kpi_key", "dim", "dim_value"])
+        )
+        found = session.exec(
+            select(Alert).where(
+                Alert.kpi_key == kpi_key, Alert.dim == dim, Alert.dim_value == dim_value
+            )
+        ).one()
+        session.expunge(found)
+        return found
+
+
+def _apply(session, reading, alert: Alert, incident, transition: Transition, now, owner):
+    kind = transition.kind
+    changes = {"version": alert.version + 1, "evaluated_at": now, "value": reading.value}
+    if transition.state.value != alert.state:
+        changes |= {"state": transition.state.value, "since": now}
+    changes["recovering"] = alert.recovering + 1 if kind is Kind.RECOVERING else 0
+    if kind is Kind.OPEN:
+        incident = Incident(
+            alert_id=alert.id,
+            kpi_key=alert.kpi_key,
+            dim=alert.dim,
+            dim_value=alert.dim_value,
+            state=transition.state.value,
+            opened_at=now,
+        )
+        session.add(incident)
+        session.flush()
+        changes["incident_id"] = incident.id
+    elif incident is not None:
+        incident = session.get(Incident, incident.id)
+    if kind is Kind.RESOLVE:
+        changes["incident_id"] = None
+    won = session.execute(
+        update(Alert.__table__)
+        .where(Alert.id == alert.id, Alert.version == alert.version)
+        .values(**changes)
+    )
+    if won.rowcount != 1:
+        raise Lost(alert.id)
+    if incident is None:
+        return None  # a first evaluation that found everything fine
+    _update_incident(incident, kind, transition, now)
+    session.add(
+        AlertEvent(
+            at=now,
+            alert_id=alert.id,
+            incident_id=incident.id,
+            kind=kind.value,
+            from_state=alert.state,
+            to_state=transition.state.value,
+            value=reading.value,
+        )
+    )
+    if kind is Kind.RECOVERING or kind is Kind.NOTHING:
+        return None
+    key = f"alert:{alert.id}:{alert.version + 1}"
+    claims.claim(session, key=key, kind="alert", channel="", owner=owner, now=now)
+    return Applied(transition, reading, incident.id, alert.id, key)
+
+
+def _update_incident(incident: Incident, kind: Kind, transition: Transition, now) -> None:
+    if kind in (Kind.WORSEN, Kind.IMPROVE):
+        incident.state = transition.state.value
+    if kind is Kind.RESOLVE:
+        incident.resolved_at = now
+    if transition.notify:
+        incident.last_notified_at = now
+
+
+# -- telling Slack ------------------------------------------------------------------------------
+
+
+def tell(services: Services, applied: Applied, now: datetime) -> None:
+    kpi = applied.reading.kpi
+    channel = kpi.kpi.channel or services.settings.kpibot_alert_channel
+    if not channel or not Viewer(channel=channel).may_see(kpi.kpi):
+        log.warning(
+            "alert on %s not posted: %s",
+            kpi.key,
+            "no alert channel" if not channel else f"{channel} may not see this KPI",
+        )
+        _settle(services, applied, None, "not posted")
+        return
+    try:
+        ts = _send(services, applied, channel, now)
+    except SLACK_ERRORS as error:
+        log.warning("alert %s to %s failed: %s", applied.delivery, channel, error)
+        with session_scope(services.engine) as session:
+            claims.mark_failed(
+                session,
+                key=applied.delivery,
+                error=str(error),
+                final=isinstance(error, PermanentFailure),
+            )
+        return
+    _settle(services, applied, ts, "")
+
+
+def _send(services: Services, applied: Applied, channel: str, now: datetime) -> str:
+    with Session(services.engine) as session:
+        incident = session.get(Incident, applied.incident_id)
+        alert = session.get(Alert, applied.alert_id)
+    message = alert_message(
+        services, incident, alert, applied.reading.kpi, applied.reading.period.label
+    )
+    kind = applied.transition.kind
+    if kind is Kind.OPEN:
+        ts = services.notifier.post(channel, message)
+        with session_scope(services.engine) as session:
+            stored = session.get(Incident, incident.id)
+            stored.channel, stored.message_ts = channel, ts
+        _attach_chart(services, applied, channel, ts, now)
+        return ts
+    if incident.message_ts is None:  # opened while it could not be posted
+        return ""
+    if kind is not Kind.RENOTIFY:
+        services.notifier.update(incident.channel, incident.message_ts, message)
+    if applied.transition.notify:
+        note = renderer().message(
+            "alert_note.json.j2", kind=kind.value, n=_note(services, incident, alert, applied, now)
+        )
+        services.notifier.post(incident.channel, note, thread_ts=incident.message_ts)
+    return incident.message_ts
+
+
+def _attach_chart(services: Services, applied: Applied, channel: str, ts: str, now) -> None:
+    """A small trend of the breached KPI (in its scope) in the alert's thread."""
+    reading = applied.reading
+    kpi = reading.kpi
+    periods = default_range(kpi.kpi.cadence, now, services.settings.tz)
+    scope = Scope(filters=((reading.dim, reading.dim_value),)) if reading.dim else Scope()
+    with Session(services.engine) as session:
+        found = values(session, kpi, periods, scope)
+    target = reading.target
+    chart = TrendChart(
+        title=f"{kpi.kpi.name}{f' · {reading.dim_value}' if reading.dim else ''}",
+        unit=unit_of(kpi),
+        labels=[p.key for p in periods],
+        values=[
+            found[(i, None)].value if (i, None) in found else None for i in range(len(periods))
+        ],
+        target=target.target if target else None,
+        warn=target.warn if target else None,
+        better=kpi.kpi.better,
+    )
+    try:
+        services.notifier.upload(
+            channel,
+            trend_png(chart),
+            filename=f"{kpi.key}-alert.png",
+            title=chart.title,
+            thread_ts=ts,
+        )
+    except SLACK_ERRORS as error:
+        log.warning("alert chart for %s failed: %s", kpi.key, error)
+
+
+def alert_message(services: Services, incident: Incident, alert: Alert, kpi, period: str) -> dict:
+    values = incidents.view(incident, alert, kpi, services.settings.tz, period)
+    return renderer().message("alert.json.j2", a=values)
+
+
+def _note(services, incident, alert, applied: Applied, now: datetime) -> dict:
+    values = incidents.view(
+        incident, alert, applied.reading.kpi, services.settings.tz, applied.reading.period.label
+    )
+    return values | {"at": incidents.moment(now, services.settings.tz)}
+
+
+def _settle(services: Services, applied: Applied, ts: str | None, error: str) -> None:
+    with session_scope(services.engine) as session:
+        if ts is None:
+            claims.mark_failed(session, key=applied.delivery, error=error, final=True)
+        else:
+            claims.mark_sent(session, key=applied.delivery, ts=ts, now=services.clock())
+
+
+# -- buttons ------------------------------------------------------------------------------------
+
+ACTIONS = {
+    ids.ALERT_ACK: "ack",
+    ids.ALERT_SNOOZE_DAY: "snooze_day",
+    ids.ALERT_SNOOZE_WEEK: "snooze_week",
+    ids.ALERT_TAKE: "own",
+}
+
+
+def act_on_alert(
+    services: Services,
+    action_id: str,
+    value: str,
+    user: str,
+    channel: str,
+    clicked_at: datetime,
+    respond,
+) -> None:
+    """A button on an alert: anyone who may see the KPI, on whichever instance, idempotently."""
+    try:
+        outcome = _act(services, ACTIONS[action_id], int(value), user, channel, clicked_at)
+        if isinstance(outcome, str):
+            notice = renderer().message("notice.json.j2", kind=outcome, error="")
+            respond(**notice, response_type="ephemeral", replace_original=False)
+        elif outcome is not None:
+            services.notifier.update(*outcome)
+    except Exception as error:  # the job's boundary: tell the user, log what is ours to fix
+        report(error, respond)
+
+
+def _act(services, action, incident_id, user, channel, clicked_at):
+    with session_scope(services.engine) as session:
+        incident = session.get(Incident, incident_id)
+        snap = services.kpis.snapshot(session)
+        kpi = snap.catalog.kpis.get(incident.kpi_key) if incident else None
+        if kpi is None or not services.viewer(user, channel).may_see(kpi.kpi):
+            return "alert_refused"
+        if incident.resolved_at is not None:
+            return "alert_closed"
+        if not incidents.act(session, incident, action=action, user=user, at=clicked_at):
+            return None
+        alert = session.get(Alert, incident.alert_id)
+        period = current_period(kpi.kpi.cadence, clicked_at, services.settings.tz).label
+        message = alert_message(services, incident, alert, kpi, period)
+        where = (incident.channel, incident.message_ts)
+    return (*where, message) if where[1] else None
+
+
+def evaluate_soon(services: Services) -> None:
+    """After new data (an import, `/kpi record`): an alerts pass on the executor."""
+
+    def run() -> None:
+        try:
+            run_alerts(services, as_of=services.clock())
+        except Exception:  # a job's boundary: the scheduled pass will try again
+            log.exception("alerts pass after new data failed")
+
+    services.executor.submit(run)

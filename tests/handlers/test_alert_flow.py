@@ -1,0 +1,226 @@
+"""Alerts end to end through the stand-in: one message per incident, edited as it changes."""
+
+import json
+import logging
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlmodel import select
+
+from bot import ids
+from bot.alerts import run_alerts
+from bot.blockkit import validate
+from kpi import catalog
+from kpi.db import session_scope
+from kpi.importer import load_records
+from kpi.models import AlertEvent, AuditLog, Incident
+from tests.handlers.conftest import ALERTS, NOW
+
+UTC_ZONE = ZoneInfo("UTC")
+
+
+def set_madrid_receivables(served, amount):
+    # October DSO = (300,000 + amount) / 400,000 × 31 days.
+    load_records(
+        served.services.engine,
+        [("ar_balance", date(2026, 10, 30), amount, {"branch": "Madrid"})],
+        tz=UTC_ZONE,
+    )
+
+
+def alerts_run(served, at=NOW):
+    return run_alerts(served.services, as_of=at)
+
+
+def top_level(served, channel=ALERTS):
+    return [m for m in served.slack.messages(channel) if m.get("thread_ts") in (None, m["ts"])]
+
+
+def thread(served, ts, channel=ALERTS):
+    """Notes in an incident's thread (the chart upload is there too, as a file)."""
+    return [
+        m
+        for m in served.slack.messages(channel)
+        if m.get("thread_ts") == ts and m["ts"] != ts and not m.get("files")
+    ]
+
+
+def about_dso(messages):
+    return [m for m in messages if "Days Sales Outstanding" in json.dumps(m)]
+
+
+def buttons(message):
+    return {
+        e["action_id"]: e
+        for b in message["blocks"]
+        for e in b.get("elements", [])
+        if e.get("type") == "button"
+    }
+
+
+def test_a_breach_is_told_once_with_buttons_and_a_chart(served):
+    assert alerts_run(served)["unchanged"] >= 1  # 31.0 days: on target, nothing to tell
+    assert not about_dso(top_level(served))
+    set_madrid_receivables(served, 1_000_000)  # (300,000 + 1,000,000) / 400,000 × 31 = 100.75
+    assert alerts_run(served)["open"] == 1
+    [message] = about_dso(top_level(served))
+    validate(message["blocks"], text=message["text"])
+    assert "100.8 days" in json.dumps(message) and "55.8 days over target" in json.dumps(message)
+    assert set(buttons(message)) == {
+        ids.ALERT_ACK,
+        ids.ALERT_SNOOZE_DAY,
+        ids.ALERT_SNOOZE_WEEK,
+        ids.ALERT_TAKE,
+    }
+    [upload] = served.slack.calls_to("files.completeUploadExternal")
+    assert upload.args["thread_ts"] == message["ts"]
+    posts = len(served.slack.calls_to("chat.postMessage"))
+    assert alerts_run(served).get("open", 0) == 0
+    assert len(served.slack.calls_to("chat.postMessage")) == posts  # the next run: nothing
+
+
+def test_worse_edits_the_message_and_notes_it_in_the_thread(served):
+    set_madrid_receivables(served, 345_161)  # 645,161 / 400,000 × 31 = 50.0 days: at risk
+    assert alerts_run(served)["open"] == 1
+    [message] = about_dso(top_level(served))
+    assert "at risk" in message["text"]
+    set_madrid_receivables(served, 1_000_000)
+    assert alerts_run(served)["worsen"] == 1
+    [edited] = about_dso(top_level(served))
+    assert edited["ts"] == message["ts"] and "off target" in edited["text"]
+    [note] = thread(served, message["ts"])
+    assert "Worse" in note["text"]
+
+
+def click(served, message, action_id, user="U0001"):
+    button = buttons(message)[action_id]
+    response_url = served.slack.response_url(f"click-{action_id}-{user}")
+    return served.client.block_action(
+        action_id,
+        button["value"],
+        user_id=user,
+        channel_id=ALERTS,
+        message=message,
+        response_url=response_url,
+    )
+
+
+def test_acknowledge_updates_the_message_and_stops_the_repeats(served, catalog_engine):
+    set_madrid_receivables(served, 1_000_000)
+    alerts_run(served)
+    [message] = about_dso(top_level(served))
+    updates = len(served.slack.calls_to("chat.update"))
+    assert click(served, message, ids.ALERT_ACK).status == 200
+    served.slack.wait_for("chat.update", count=updates + 1, timeout=10)
+    [acked] = about_dso(top_level(served))
+    assert "acknowledged by <@U0001>" in json.dumps(acked)
+    assert click(served, message, ids.ALERT_ACK).status == 200  # a double click changes nothing
+    # A day and more later an unacknowledged alert would repeat; this one stays quiet.
+    assert alerts_run(served, NOW + timedelta(hours=30)).get("renotify", 0) == 0
+    assert thread(served, message["ts"]) == []
+    with session_scope(catalog_engine) as session:
+        acks = [a for a in session.exec(select(AuditLog)) if a.action == "alert.ack"]
+    assert len(acks) == 1 and acks[0].actor == "U0001"
+
+
+def test_an_unacknowledged_alert_repeats_in_its_thread_after_renotify(served):
+    set_madrid_receivables(served, 1_000_000)
+    alerts_run(served)
+    [message] = about_dso(top_level(served))
+    assert alerts_run(served, NOW + timedelta(hours=23)).get("renotify", 0) == 0
+    assert alerts_run(served, NOW + timedelta(hours=25))["renotify"] == 1
+    [note] = thread(served, message["ts"])
+    assert "Still off target" in note["text"]
+
+
+def test_snooze_and_take_ownership_show_on_the_message(served, catalog_engine):
+    set_madrid_receivables(served, 1_000_000)
+    alerts_run(served)
+    [message] = about_dso(top_level(served))
+    click(served, message, ids.ALERT_SNOOZE_DAY, user="U0002")
+    served.slack.wait_for("chat.update", count=1, timeout=10)
+    click(served, message, ids.ALERT_TAKE, user="U0003")
+    served.slack.wait_for("chat.update", count=2, timeout=10)
+    text = json.dumps(about_dso(top_level(served))[0])
+    assert "snoozed until" in text and "<@U0003>" in text
+    with session_scope(catalog_engine) as session:
+        incident = session.exec(select(Incident).where(Incident.kpi_key == "dso")).one()
+        kinds = [e.kind for e in session.exec(select(AlertEvent).order_by(AlertEvent.id))]
+    assert incident.owner == "U0003" and incident.snoozed_by == "U0002"
+    assert kinds[-2:] == ["snooze_day", "own"]
+
+
+def test_someone_who_may_not_see_the_kpi_cannot_act(served, catalog_engine):
+    load_records(
+        catalog_engine,
+        [("satisfaction_score", date(2026, 9, 10), 2.0, {"branch": "Berlin"})],
+        tz=UTC_ZONE,
+    )
+    alerts_run(served)
+    hr_channel = served.slack.messages("C0HRLEAD")
+    [message] = [m for m in hr_channel if "Employee Satisfaction" in m["text"]]
+    response_url = served.slack.response_url("outsider")
+    served.client.block_action(
+        ids.ALERT_ACK,
+        buttons(message)[ids.ALERT_ACK]["value"],
+        user_id="U0OUT",
+        channel_id="C0PUBLIC",
+        response_url=response_url,
+    )
+    served.slack.wait_for("response_url", timeout=10)
+    assert "can't act on this alert" in json.dumps(served.slack.responses("outsider"))
+    assert not served.slack.calls_to("chat.update")
+
+
+def test_recovery_holds_one_evaluation_then_edits_and_threads_recovered(served):
+    set_madrid_receivables(served, 1_000_000)
+    alerts_run(served)
+    [message] = about_dso(top_level(served))
+    set_madrid_receivables(served, 100_000)  # back to 31.0 days
+    assert alerts_run(served)["recovering"] == 1
+    assert thread(served, message["ts"]) == []
+    assert alerts_run(served)["resolve"] == 1
+    [resolved] = about_dso(top_level(served))
+    assert "Recovered" in json.dumps(resolved) and not buttons(resolved)
+    [note] = thread(served, message["ts"])
+    assert "Recovered at" in note["text"]
+
+
+def test_stale_data_opens_a_no_data_alert(served):
+    in_january = datetime(2027, 1, 10, 9, tzinfo=UTC)  # December has no data at all
+    alerts_run(served, in_january)
+    [message] = about_dso(top_level(served))
+    assert "no recent data" in message["text"]
+
+
+def test_a_kpi_its_alert_channel_may_not_see_is_not_posted_and_warned_once(served, caplog):
+    caplog.set_level(logging.WARNING, logger="kpibot")
+    with session_scope(served.services.engine) as session:
+        spec = catalog.parse_spec({"kpis": {"employee_satisfaction": {"channel": ALERTS}}})
+        catalog.apply(spec, session, actor="test", now=NOW)
+    load_records(
+        served.services.engine,
+        [("satisfaction_score", date(2026, 9, 10), 2.0, {"branch": "Berlin"})],
+        tz=UTC_ZONE,
+    )
+    alerts_run(served)
+    alerts_run(served)
+    assert not [m for m in top_level(served) if "Employee Satisfaction" in m["text"]]
+    warnings = [r for r in caplog.records if "employee_satisfaction" in r.getMessage()]
+    assert len(warnings) == 1 and "may not see" in warnings[0].getMessage()
+
+
+def test_kpi_alerts_lists_the_open_alerts_the_asker_may_see(served):
+    set_madrid_receivables(served, 1_000_000)
+    load_records(
+        served.services.engine,
+        [("satisfaction_score", date(2026, 9, 10), 2.0, {"branch": "Berlin"})],
+        tz=UTC_ZONE,
+    )
+    alerts_run(served)
+    listing = served.client.command("alerts", channel_id="C0PUBLIC")
+    text = listing.text
+    validate(listing.json()["blocks"], text=listing.json()["text"])
+    assert "Days Sales Outstanding" in text and "Employee Satisfaction" not in text
+    hr = served.client.command("alerts", channel_id="C0HRLEAD").text
+    assert "Employee Satisfaction" in hr
