@@ -4,7 +4,6 @@ import json
 from datetime import datetime
 
 from bot import ids
-from bot.charts import TrendChart, trend_png
 from bot.render import Renderer
 from kpi.errors import KpibotError
 from kpi.service import Reply
@@ -26,6 +25,8 @@ def render_reply(reply: Reply, **extra: object) -> dict:
 
 
 def chart_png(reply: Reply) -> bytes:
+    from bot.charts import TrendChart, trend_png  # matplotlib is heavy: only when drawing
+
     points = reply.trend or []
     chart = TrendChart(
         title=reply.extra["title"],

@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="print the Block Kit JSON")
     ask.add_argument("--out", metavar="FILE.png", help="write the trend chart to this file")
     ask.add_argument("--user", default="", help="ask as this Slack user id (for visibility)")
+    ask.add_argument("--channel", default="", help="ask from this Slack channel id")
     ask.set_defaults(run=_lazy("bot.commands", "ask"))
 
     digest = sub.add_parser("digest", help="weekly digests")

@@ -123,7 +123,7 @@ def ask(args: argparse.Namespace, settings: Settings) -> int:
 
     service = KpiService(open_engine(settings), tz=settings.tz)
     as_of = args.as_of or datetime.now(settings.tz)
-    viewer = Viewer(user=args.user, sees_all=not args.user)
+    viewer = Viewer(user=args.user, channel=args.channel, sees_all=not (args.user or args.channel))
     reply = service.ask(args.text, viewer=viewer, as_of=as_of)
     message = render_reply(reply)
     print(json.dumps(message, indent=2, ensure_ascii=False) if args.json else plain_text(message))

@@ -91,8 +91,14 @@ class DemoSummary:
     stories: list[str]
 
 
+def first_day(as_of: date) -> date:
+    """A year back, from the start of that quarter: every month and quarter shown is whole
+    (a half-fed first month would read as a 290-day DSO at the start of every trend)."""
+    return _quarter_start(as_of - YEAR_DAYS * ONE_DAY)
+
+
 def demo_records(as_of: date) -> Iterator[Record]:
-    """The 365 days up to and including the day before `as_of`, for every built-in measure."""
+    """From `first_day(as_of)` up to and including the day before `as_of`, every measure."""
     yield from _Year(as_of).generate()
 
 
@@ -105,7 +111,7 @@ def load_demo(engine: Engine, *, tz: ZoneInfo, as_of: date) -> DemoSummary:
         measures=result.measures,
         series=result.series,
         changed=result.changed,
-        first_day=as_of - YEAR_DAYS * ONE_DAY,
+        first_day=first_day(as_of),
         last_day=as_of - ONE_DAY,
         stories=storylines(records, as_of),
     )
@@ -168,9 +174,10 @@ def _spread(rng: random.Random, total: float, days: Sequence[date]) -> dict[date
 class _Year:
     def __init__(self, as_of: date) -> None:
         self.rng = random.Random(SEED)
-        self.first = as_of - YEAR_DAYS * ONE_DAY
+        self.first = first_day(as_of)
         self.last = as_of - ONE_DAY
-        self.days = [self.first + i * ONE_DAY for i in range(YEAR_DAYS)]
+        self.span = (as_of - self.first).days
+        self.days = [self.first + i * ONE_DAY for i in range(self.span)]
         self.workdays = [d for d in self.days if _is_workday(d)]
         # The latest complete periods as the KPIs see them on `as_of`.
         self.last_week = _week_start(as_of) - 7 * ONE_DAY
@@ -229,7 +236,7 @@ class _Year:
     def sales(self) -> None:
         rng = self.rng
         start = self.first - WARMUP_DAYS * ONE_DAY
-        calendar = [start + i * ONE_DAY for i in range(WARMUP_DAYS + YEAR_DAYS)]
+        calendar = [start + i * ONE_DAY for i in range(WARMUP_DAYS + self.span)]
         for branch in BRANCHES:
             credit: dict[date, float] = {}
             for day in calendar:
@@ -251,7 +258,7 @@ class _Year:
     def purchases(self) -> None:
         rng = self.rng
         start = self.first - WARMUP_DAYS * ONE_DAY
-        calendar = [start + i * ONE_DAY for i in range(WARMUP_DAYS + YEAR_DAYS)]
+        calendar = [start + i * ONE_DAY for i in range(WARMUP_DAYS + self.span)]
         for branch in BRANCHES:
             bought: dict[date, float] = {}
             for day in calendar:

@@ -260,7 +260,7 @@ class KpiService:
             "buckets": len(points),
         }
         chart = {
-            "title": f"{kpi.kpi.name} · {view['period']}",
+            "title": f"{kpi.kpi.name} · {periods[0].key} – {periods[-1].key}",
             "unit": unit,
             "target": target.target if target else None,
             "warn": target.warn if target else None,
@@ -335,6 +335,11 @@ class KpiService:
         return Reply("digest.json.j2", {"d": view}, extra={"sparks": sparks})
 
     def _subscribe(self, request, viewer: Viewer, as_of: datetime) -> Reply:
+        if not viewer.channel:
+            raise KpibotError(
+                "A digest belongs to a channel: subscribe in Slack, or name the channel.",
+                example="kpibot ask subscribe --channel C0123FIN",
+            )
         with session_scope(self.engine) as session:
             change = digests.subscribe(
                 session,

@@ -110,10 +110,12 @@ def test_the_same_as_of_gives_the_same_records(records):
     assert list(demo_records(AS_OF)) == records
 
 
-def test_every_measure_every_branch_exactly_the_year_before_as_of(records):
+def test_every_measure_every_branch_a_year_of_whole_quarters_before_as_of(records):
     assert {r[0] for r in records} == set(MEASURES)
     days = {r[1] for r in records}
-    assert days == {AS_OF - k * DAY for k in range(1, 366)}
+    # From 1 Oct 2025 (the quarter holding 26 Nov 2025, a year back) to the day before AS_OF.
+    first = date(2025, 10, 1)
+    assert days == {first + k * DAY for k in range((AS_OF - first).days)}
     assert AS_OF not in days and max(days) == AS_OF - DAY
     branches = defaultdict(set)
     for name, _day, _value, dims in records:
@@ -243,7 +245,7 @@ def test_load_demo_twice_changes_nothing_the_second_time(catalog_engine, records
     series = {(r[0], tuple(sorted(r[3].items()))) for r in records}
     assert (first.rows, first.measures, first.series) == (len(records), len(MEASURES), len(series))
     assert first.changed == len(records)
-    assert (first.first_day, first.last_day) == (date(2025, 11, 26), date(2026, 11, 25))
+    assert (first.first_day, first.last_day) == (date(2025, 10, 1), date(2026, 11, 25))
     with session_scope(catalog_engine) as session:
         assert session.exec(select(func.count()).select_from(Observation)).one() == len(records)
 

@@ -1,0 +1,114 @@
+"""The installed `kpibot` command: real processes, one clear line for every error."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+KPIBOT = [sys.executable, "-m", "bot"]
+
+
+def run(*args, env=None, cwd=None):
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "KPIBOT_"))}
+    environment |= env or {}
+    return subprocess.run(
+        [*KPIBOT, *args], capture_output=True, text=True, env=environment, cwd=cwd, timeout=120
+    )
+
+
+@pytest.fixture
+def store_env(database_url):
+    return {"DATABASE_URL": database_url}
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["serve"],
+        ["import"],
+        ["catalog", "load"],
+        ["demo"],
+        ["ask"],
+        ["digest", "run"],
+        ["alerts", "run"],
+        ["db", "upgrade"],
+    ],
+)
+def test_every_command_answers_help(words):
+    result = run(*words, "--help")
+    assert result.returncode == 0 and "usage: kpibot" in result.stdout
+
+
+def test_ask_digest_and_alerts_take_as_of():
+    for words in (["ask"], ["digest", "run"], ["alerts", "run"]):
+        assert "--as-of" in run(*words, "--help").stdout
+
+
+def error_line(result) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_a_bad_variable_stops_any_command_with_one_line(store_env):
+    line = error_line(run("ask", "dso", env=store_env | {"KPIBOT_TIMEZONE": "Nowhere/City"}))
+    assert line.startswith("kpibot: KPIBOT_TIMEZONE: unknown time zone")
+
+
+def test_a_bad_as_of_is_one_line(store_env):
+    result = run("ask", "dso", "--as-of", "yesterday-ish", env=store_env)
+    assert result.returncode == 2 and "not a moment" in result.stderr
+
+
+def test_an_unknown_kpi_is_one_line_with_a_hint(store_env):
+    line = error_line(run("ask", "dsoo", env=store_env))
+    assert "I don't know a KPI called" in line and "dso" in line
+
+
+def test_catalog_load_names_every_problem_and_writes_nothing(store_env, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kpis:\n  dso: {formula: ar_balanse / credit_sales, better: up}\n")
+    result = run("catalog", "load", str(bad), env=store_env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "kpis.dso.better:" in result.stderr
+    good = tmp_path / "good.yaml"
+    good.write_text("kpis:\n  dso: {target: 40}\n")
+    loaded = run("catalog", "load", str(good), env=store_env)
+    assert loaded.returncode == 0 and "1 targets added or changed" in loaded.stdout
+
+
+def test_a_missing_catalog_file_is_one_line(store_env, tmp_path):
+    line = error_line(run("catalog", "load", str(tmp_path / "nope.yaml"), env=store_env))
+    assert "cannot read" in line
+
+
+def test_posting_commands_need_a_bot_token(store_env):
+    line = error_line(run("digest", "run", env=store_env))
+    assert line == "kpibot: SLACK_BOT_TOKEN: required to post to Slack"
+
+
+def test_serve_needs_a_signing_secret(store_env):
+    line = error_line(run("serve", env=store_env))
+    assert "SLACK_SIGNING_SECRET" in line
+
+
+def test_debug_shows_the_traceback(store_env):
+    result = run("--debug", "ask", "dsoo", env=store_env)
+    assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+def test_ask_prints_the_answer_and_json_and_a_chart(store_env, tmp_path):
+    out = tmp_path / "chart.png"
+    plain = run("ask", "list", env=store_env)
+    assert plain.returncode == 0 and "Days Sales Outstanding" in plain.stdout
+    as_json = run("ask", "dso", "--json", "--as-of", "2026-11-02T09:05", env=store_env)
+    assert as_json.returncode == 0 and '"blocks"' in as_json.stdout
+    trend = run(
+        "ask", "trend dso 6m", "--out", str(out), "--as-of", "2026-11-02T09:05", env=store_env
+    )
+    assert trend.returncode == 0 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Path(out).stat().st_size < 150_000
