@@ -49,13 +49,14 @@ class Applied:
 
 def run_alerts(services: Services, *, as_of: datetime) -> Counter:
     """One pass over every alert; returns counts of transitions by kind."""
+    retried = retry_unsent(services, as_of)
     with Session(services.engine) as session:
         snap = services.kpis.snapshot(session)
         readings = read_all(session, snap.catalog, as_of, services.settings.tz)
         alerts = {(a.kpi_key, a.dim, a.dim_value): a for a in session.exec(select(Alert))}
         open_ids = [a.incident_id for a in alerts.values() if a.incident_id]
         opened = {i.id: i for i in session.exec(select(Incident).where(Incident.id.in_(open_ids)))}
-    counts: Counter = Counter()
+    counts: Counter = Counter({"retried": retried} if retried else {})
     for reading in readings:
         alert = alerts.get(reading.key)
         incident = opened.get(alert.incident_id) if alert and alert.incident_id else None
@@ -176,7 +177,14 @@ def _apply(session, reading, alert: Alert, incident, transition: Transition, now
     if kind is Kind.RECOVERING or kind is Kind.NOTHING:
         return None
     key = f"alert:{alert.id}:{alert.version + 1}"
-    claims.claim(session, key=key, kind="alert", channel="", owner=owner, now=now)
+    payload = {
+        "kind": kind.value,
+        "state": transition.state.value,
+        "notify": transition.notify,
+        "incident": incident.id,
+        "alert": alert.id,
+    }
+    claims.claim(session, key=key, kind="alert", channel="", owner=owner, now=now, payload=payload)
     return Applied(transition, reading, incident.id, alert.id, key)
 
 
@@ -187,6 +195,49 @@ def _update_incident(incident: Incident, kind: Kind, transition: Transition, now
         incident.resolved_at = now
     if transition.notify:
         incident.last_notified_at = now
+
+
+def retry_unsent(services: Services, now: datetime) -> int:
+    """Tell again what a crashed or failed pass decided but never got to Slack (after its lease)."""
+    with Session(services.engine) as session:
+        pending = claims.unsent(session, kind="alert")
+        snap = services.kpis.snapshot(session)
+        alerts = {a.id: a for a in session.exec(select(Alert))}
+    retried = 0
+    for delivery in pending:
+        payload = delivery.payload or {}
+        alert = alerts.get(payload.get("alert"))
+        kpi = snap.catalog.kpis.get(alert.kpi_key) if alert else None
+        if kpi is None:
+            continue
+        with session_scope(services.engine) as session:
+            claim = claims.claim(
+                session,
+                key=delivery.key,
+                kind="alert",
+                channel="",
+                owner=services.instance,
+                now=services.clock(),
+            )
+        if claim is None:
+            continue
+        transition = Transition(Kind(payload["kind"]), State(payload["state"]), payload["notify"])
+        scope = ((alert.dim, alert.dim_value),) if alert.dim else ()
+        period = current_period(kpi.kpi.cadence, now, services.settings.tz)
+        reading = Reading(
+            kpi,
+            alert.dim,
+            alert.dim_value,
+            transition.state,
+            alert.value,
+            kpi.target_for(scope),
+            period,
+        )
+        tell(
+            services, Applied(transition, reading, payload["incident"], alert.id, delivery.key), now
+        )
+        retried += 1
+    return retried
 
 
 # -- telling Slack ------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ def claim(
     now: datetime,
     late: bool = False,
     lease: timedelta = LEASE,
+    payload: dict | None = None,
 ) -> Claim | None:
     """This process's claim on `key`, or None when another one holds it or it was sent."""
     values = {
@@ -47,6 +48,7 @@ def claim(
         "state": "claimed",
         "attempts": 1,
         "error": "",
+        "payload": payload,
     }
     dialect = session.get_bind().dialect.name
     insert = (postgresql if dialect == "postgresql" else sqlite).insert(Delivery.__table__)
@@ -86,3 +88,14 @@ def mark_failed(session: Session, *, key: str, error: str, final: bool) -> None:
     if final:
         values["attempts"] = MAX_ATTEMPTS
     session.execute(update(Delivery).where(Delivery.key == key).values(**values))
+
+
+def unsent(session: Session, *, kind: str) -> list[Delivery]:
+    """Deliveries of `kind` that never went out and may still be retried, oldest first."""
+    query = select(Delivery).where(
+        Delivery.kind == kind,
+        Delivery.message_ts == None,  # noqa: E711
+        Delivery.state != "sent",
+        Delivery.attempts < MAX_ATTEMPTS,
+    )
+    return list(session.exec(query.order_by(Delivery.id)))

@@ -224,3 +224,15 @@ def test_kpi_alerts_lists_the_open_alerts_the_asker_may_see(served):
     assert "Days Sales Outstanding" in text and "Employee Satisfaction" not in text
     hr = served.client.command("alerts", channel_id="C0HRLEAD").text
     assert "Employee Satisfaction" in hr
+
+
+def test_an_alert_slack_failed_to_take_is_sent_on_the_next_pass(served):
+    set_madrid_receivables(served, 1_000_000)
+    served.slack.fail_next("chat.postMessage", error="fatal_error")
+    assert alerts_run(served)["open"] == 1
+    assert not about_dso(top_level(served))
+    counts = alerts_run(served)
+    assert counts["retried"] == 1 and counts.get("open", 0) == 0
+    [message] = about_dso(top_level(served))
+    assert buttons(message)
+    assert alerts_run(served).get("retried", 0) == 0  # told once, never again
