@@ -30,12 +30,16 @@ def trend_png(chart: TrendChart) -> bytes:
     fig, ax = plt.subplots(figsize=SIZE_INCHES, dpi=DPI)
     try:
         _draw(ax, chart)
-        fig.tight_layout()
-        out = io.BytesIO()
-        fig.savefig(out, format="png", dpi=DPI)
-        return out.getvalue()
+        return _png(fig)
     finally:
         plt.close(fig)
+
+
+def _png(fig) -> bytes:
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=DPI)
+    return out.getvalue()
 
 
 def _draw(ax, chart: TrendChart) -> None:
@@ -92,10 +96,7 @@ def sparkline_grid_png(sparks: Sequence[Spark]) -> bytes:
             ax.axis("off")
         for ax, spark in zip(axes.flat, sparks, strict=False):
             _spark(ax, spark)
-        fig.tight_layout()
-        out = io.BytesIO()
-        fig.savefig(out, format="png", dpi=DPI)
-        return out.getvalue()
+        return _png(fig)
     finally:
         plt.close(fig)
 

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from kpi import catalog
 from kpi.formulas import parse_formula
 from kpi.importer import load_records
+from kpi.periods import MONTH_NAMES
 
 BRANCHES = ("Berlin", "Madrid", "London")
 SEED = 20_261_126  # a constant: the same as_of always gives the same year
@@ -61,21 +62,6 @@ SUPPORT_COST = {"Finance": 3_600, "HR": 2_300, "IT": 3_100}  # per working day
 FUNCTIONS = tuple(SUPPORT_COST)
 # Months before the last complete month with confirmed security incidents, and where.
 SECURITY_INCIDENTS = {9: ("London",), 6: ("Madrid", "Berlin"), 4: ("Berlin",)}
-
-MONTH_NAMES = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
 
 Record = tuple[str, date | datetime, float, dict[str, str]]
 
