@@ -12,6 +12,7 @@ from threading import Lock
 from urllib.parse import urlsplit
 
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
@@ -24,6 +25,7 @@ from bot.settings import Settings
 from kpi.service import KpiService, Viewer
 
 GROUPS_TTL_SECONDS = 300
+RETRY_GROUPS_SECONDS = 30
 log = logging.getLogger("kpibot")
 
 
@@ -83,17 +85,23 @@ class UserGroups:
     def of(self, user: str) -> frozenset[str]:
         with self._lock:
             if time.monotonic() - self._loaded_at > self.ttl:
-                self._members = self._load()
-                self._loaded_at = time.monotonic()
+                self._refresh()
             return self._members.get(user, frozenset())
 
-    def _load(self) -> dict[str, frozenset[str]]:
-        groups = self.client.usergroups_list(include_users=True).get("usergroups", [])
+    def _refresh(self) -> None:
+        try:
+            groups = self.client.usergroups_list(include_users=True).get("usergroups", [])
+        except (SlackApiError, SlackClientError, OSError) as error:
+            # Fail closed: group-only KPIs stay hidden; try again in half a minute.
+            log.warning("cannot read user groups: %s", error)
+            self._loaded_at = time.monotonic() - self.ttl + RETRY_GROUPS_SECONDS
+            return
         members: dict[str, set[str]] = {}
         for group in groups:
             for user in group.get("users", []):
                 members.setdefault(user, set()).add(group["id"])
-        return {user: frozenset(ids) for user, ids in members.items()}
+        self._members = {user: frozenset(ids) for user, ids in members.items()}
+        self._loaded_at = time.monotonic()
 
 
 @dataclass
@@ -110,7 +118,9 @@ class Services:
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def viewer(self, user: str, channel: str) -> Viewer:
-        return Viewer(user=user, channel=channel, groups=self.groups.of(user))
+        # Slack is asked for user groups only when some KPI's visibility names one.
+        groups = self.groups.of(user) if self.kpis.names_user_groups() else frozenset()
+        return Viewer(user=user, channel=channel, groups=groups)
 
     def now(self) -> datetime:
         return self.clock().astimezone(self.settings.tz)

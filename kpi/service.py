@@ -115,6 +115,12 @@ class KpiService:
             tz=self.tz,
         )
 
+    def names_user_groups(self) -> bool:
+        """Whether any KPI's visibility lists a Slack user group (ids start with S)."""
+        with Session(self.engine) as session:
+            kpis = self.snapshot(session).catalog.kpis.values()
+        return any(entry.startswith("S") for k in kpis for entry in k.kpi.visibility)
+
     def may_see(self, kpi_key: str, viewer: Viewer) -> bool:
         with Session(self.engine) as session:
             found = self.snapshot(session).catalog.kpis.get(kpi_key)

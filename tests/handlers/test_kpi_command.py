@@ -219,3 +219,22 @@ def test_errors_never_leak_a_traceback(served, text):
     response = served.client.command(text, user_id=ADMIN)
     assert response.status == 200
     assert "Traceback" not in response.text and "Error" not in response.json()["text"]
+
+
+def test_slack_is_not_asked_for_user_groups_unless_a_kpi_names_one(served):
+    reply_text(served.client.command("dso"))
+    assert not served.slack.calls_to("usergroups.list")
+
+
+def test_without_user_groups_from_slack_group_only_kpis_stay_hidden(served, catalog_engine):
+    from datetime import UTC, datetime
+
+    from kpi import catalog
+
+    with session_scope(catalog_engine) as session:
+        spec = catalog.parse_spec({"kpis": {"employee_satisfaction": {"visibility": ["S0HR"]}}})
+        catalog.apply(spec, session, actor="test", now=datetime(2026, 11, 1, tzinfo=UTC))
+    served.slack.set_usergroups({"S0HR": {"handle": "hr", "users": ["U0HR"]}})
+    served.slack.fail_next("usergroups.list", error="ratelimited_forever")
+    hidden = served.client.command("esat q3", user_id="U0HR", channel_id="C0PUBLIC")
+    assert hidden.status == 200 and "don't know" in hidden.text
