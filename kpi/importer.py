@@ -1,0 +1,1029 @@
+"""Loading measures: a CSV file (`kpibot import`) or records from code (demo data,
+`/kpi record`), through one write path.
+
+A file is read in blocks of whole lines, never whole. Each block is parsed by pandas and
+validated with vectorised checks; while no bad line has been seen, its rows are compared with
+the stored values and only new or changed ones are written, followed by a refresh of the
+rollups they touch — all in one transaction. A bad line anywhere rolls everything back once the
+rest of the file has been read, so every bad line is reported and nothing is stored.
+
+Duplicates (same measure, dimensions and moment) with different values are rejected. Inside a
+block they are found by sorting; across blocks a row can only repeat an earlier one if its
+moment lies between the earliest and the latest already seen for its series, so only such
+out-of-order rows are remembered, and the file is read a second time to find their first
+occurrence only if there are any. Files in time order, either way and maybe grouped by series,
+therefore need memory for one block plus two numbers per series. (Shuffled files need about
+40 bytes per out-of-order row.)
+"""
+
+import csv
+import io
+import json
+import math
+import re
+import sys
+import time as clock
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from itertools import islice
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+from rapidfuzz import fuzz, process
+from sqlalchemy import Connection, Engine, insert, select
+
+from kpi import rollups
+from kpi.errors import ImportRejected
+from kpi.models import Measure, Series, SeriesDim
+from kpi.store import bump_generation_on
+
+REQUIRED = ("measure", "date", "value")
+BLOCK_BYTES = 4 << 20  # about 100,000 lines of a typical measure file
+RECORD_BLOCK = 50_000
+SHOWN_PROBLEMS = 50
+# Rows of one series closer than this are looked up (and refreshed) as one range.
+RANGE_GAP_US = rollups.MERGE_GAP_DAYS * 86_400_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_TIMESTAMP = re.compile(
+    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}(:?\d{2})?)?"
+)
+_INSERTED, _UPDATED, _UNCHANGED, _UNKNOWN = 1, 2, 0, -1
+_NEVER = np.iinfo(np.int64).max
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    rows: int
+    measures: int
+    series: int
+    inserted: int
+    updated: int
+    unchanged: int
+    seconds: float
+    dry_run: bool
+
+    @property
+    def changed(self) -> int:
+        return self.inserted + self.updated
+
+    def line(self) -> str:
+        """e.g. `imported 1,000,000 rows · 12 measures · 340 series · 2,113 changed · 4.2 s`."""
+        head = "would import" if self.dry_run else "imported"
+        change = "would change" if self.dry_run else "changed"
+        return (
+            f"{head} {_count(self.rows, 'row')} · {_count(self.measures, 'measure')} · "
+            f"{self.series:,} series · {self.changed:,} {change} · {self.seconds:.1f} s"
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+class UnreadableFile(ImportRejected):
+    """The file cannot be opened or read at all: one line, not a list of bad lines."""
+
+    def __init__(self, message: str) -> None:
+        ImportRejected.__init__(self, [message], 1)
+        self.message = message
+        self.args = (message,)
+
+
+def import_csv(
+    engine: Engine,
+    path: str | Path,
+    *,
+    tz: ZoneInfo,
+    dry_run: bool = False,
+    progress: bool = False,
+) -> ImportSummary:
+    """Validate a measure CSV whole and upsert it in one transaction (or, with `dry_run`, only
+    count what would change). Raises ImportRejected, with every bad line, and stores nothing."""
+    started = clock.perf_counter()
+    path = Path(path)
+    try:
+        handle = path.open("rb")
+    except OSError as error:
+        raise UnreadableFile(f"cannot read {path}: {error.strerror or error}") from None
+    with handle:
+        try:
+            names, body_at = _read_header(handle)
+            size = path.stat().st_size
+        except OSError as error:
+            raise UnreadableFile(f"cannot read {path}: {error.strerror or error}") from None
+
+        def frames(advance: Callable[[int], None] = lambda _: None) -> Iterator[_Frame]:
+            handle.seek(body_at)
+            for first_line, block in _blocks(handle):
+                advance(len(block))
+                yield _parse_block(block, first_line, names)
+
+        with _transaction(engine, tz, dry_run) as loader:
+            dims = [name for name in names if name not in REQUIRED]
+            with _progress_bar(progress, size - body_at) as advance:
+                for frame in frames(advance):
+                    loader.add(_prepare_frame(frame, dims, loader))
+            loader.finish(lambda: (_prepare_frame(f, dims, loader) for f in frames()))
+    return loader.summary(clock.perf_counter() - started)
+
+
+def load_records(
+    engine: Engine,
+    records: Iterable[tuple[str, date | datetime, float, Mapping[str, str]]],
+    *,
+    tz: ZoneInfo,
+) -> ImportSummary:
+    """Upsert (measure, date or moment, value, dimensions) records through the import's write
+    path, in one transaction. Measures must exist; naive moments and dates are local in `tz`.
+    Raises ImportRejected naming the bad records (counted from 1) and stores nothing.
+
+    Records cannot be read twice, so their keys stay in memory until the end (about 40 bytes
+    a record): fine for demo data and `/kpi record`; big files go through `import_csv`."""
+    started = clock.perf_counter()
+    with _transaction(engine, tz, dry_run=False) as loader:
+        loader.label = "record"
+        loader.keep_history = True
+        iterator = iter(records)
+        number = 1
+        while chunk := list(islice(iterator, RECORD_BLOCK)):
+            loader.add(_prepare_records(chunk, number, loader))
+            number += len(chunk)
+        loader.finish(None)
+    return loader.summary(clock.perf_counter() - started)
+
+
+@contextmanager
+def _transaction(engine: Engine, tz: ZoneInfo, dry_run: bool) -> Iterator["_Loader"]:
+    options = {}
+    if dry_run and engine.dialect.name == "postgresql":
+        # One snapshot for every lookup, and the database itself guarantees nothing is written.
+        options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+    with engine.connect().execution_options(**options) as connection, connection.begin():
+        kind = _PostgresStore if engine.dialect.name == "postgresql" else _SqliteStore
+        store = kind(connection)
+        store.begin(dry_run)
+        yield _Loader(connection, store, tz=tz, dry_run=dry_run)
+
+
+# --- reading the file ----------------------------------------------------------------------
+
+
+def _read_header(handle) -> tuple[list[str], int]:
+    """The column names in file order (measure, date, value in lower case) and where rows begin."""
+    raw = handle.readline()
+    if not raw.strip() and not handle.read(1):
+        raise ImportRejected(
+            ["line 1: the file is empty (expected a header: measure,date,value)"], 1
+        )
+    try:
+        header = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ImportRejected(["line 1: not UTF-8 text (save the file as CSV UTF-8)"], 1) from None
+    fields = [name.strip() for name in next(csv.reader([header]), [])]
+    names = [name.lower() if name.lower() in REQUIRED else name for name in fields]
+    problems = []
+    missing = [name for name in REQUIRED if name not in names]
+    if missing:
+        problems.append(
+            f"line 1: the header has no {', '.join(missing)} column"
+            f"{'s' if len(missing) > 1 else ''} (expected measure,date,value and dimensions, "
+            f"found {','.join(fields) or 'nothing'})"
+        )
+    for position, name in enumerate(fields, start=1):
+        if not name:
+            problems.append(f"line 1: column {position} has no name")
+    seen = set()
+    for name in names:
+        if name and name.lower() in seen:
+            problems.append(f"line 1: column '{name}' appears twice")
+        seen.add(name.lower())
+    if problems:
+        raise ImportRejected(problems, len(problems))
+    return names, handle.tell()
+
+
+def _blocks(handle) -> Iterator[tuple[int, bytes]]:
+    """(number of its first line, bytes) for blocks of whole records after the header line."""
+    line = 2
+    rest = b""
+    while True:
+        data = handle.read(BLOCK_BYTES)
+        buffer = rest + data if rest else data
+        if not data:
+            if buffer:
+                yield line, buffer
+            return
+        cut = _record_boundary(buffer)
+        if cut <= 0 and len(buffer) > 16 * BLOCK_BYTES:
+            # Quotes that never close (a stray `"` in an unquoted field): give up on keeping
+            # records whole rather than holding the file; the lines will be reported as bad.
+            cut = buffer.rfind(b"\n") + 1
+        if cut <= 0:
+            rest = buffer
+            continue
+        block, rest = buffer[:cut], buffer[cut:]
+        yield line, block
+        line += block.count(b"\n")
+
+
+def _record_boundary(buffer: bytes) -> int:
+    """Just after the last newline that is not inside a quoted field; 0 when there is none."""
+    if b'"' not in buffer:
+        return buffer.rfind(b"\n") + 1
+    raw = np.frombuffer(buffer, np.uint8)
+    newlines = np.flatnonzero(raw == 10)
+    quotes_before = np.cumsum(raw == 34)[newlines]
+    outside = newlines[quotes_before % 2 == 0]
+    return int(outside[-1]) + 1 if len(outside) else 0
+
+
+@dataclass
+class _Frame:
+    """Parsed lines of a block: the columns as strings (value maybe already float)."""
+
+    columns: dict[str, np.ndarray]
+    lines: np.ndarray
+    problems: list[tuple[int, str]]
+    bad_lines: int
+
+
+def _parse_block(block: bytes, first_line: int, names: list[str]) -> _Frame:
+    problems: list[tuple[int, str]] = []
+    try:
+        block.decode("utf-8")
+    except UnicodeDecodeError:
+        block, undecodable = _blank_undecodable(block, first_line)
+        problems += [
+            (n, f"line {n}: not UTF-8 text (save the file as CSV UTF-8)") for n in undecodable
+        ]
+    if b'"' in block:
+        frame = _parse_quoted(block, first_line, names)
+    else:
+        frame = _parse_plain(block, first_line, names)
+    frame.problems = sorted(problems + frame.problems)
+    frame.bad_lines += len(problems)
+    return frame
+
+
+def _blank_undecodable(block: bytes, first_line: int) -> tuple[bytes, list[int]]:
+    lines = block.split(b"\n")
+    bad = []
+    for i, line in enumerate(lines):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            bad.append(first_line + i)
+            lines[i] = b""
+    return b"\n".join(lines), bad
+
+
+def _width_problem(line: int, found: int, width: int) -> tuple[int, str]:
+    return (line, f"line {line}: {found} columns, but the header has {width}")
+
+
+def _parse_plain(block: bytes, first_line: int, names: list[str]) -> _Frame:
+    """No quotes: find each line's field count with numpy, let pandas' C parser do the rest."""
+    width = len(names)
+    raw = np.frombuffer(block, np.uint8)
+    ends = np.flatnonzero(raw == 10)
+    if not block.endswith(b"\n"):
+        ends = np.append(ends, len(block))
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    commas = np.flatnonzero(raw == 44)
+    fields = np.searchsorted(commas, ends) - np.searchsorted(commas, starts) + 1
+    lengths = ends - starts
+    carriage = (lengths > 0) & (raw[np.maximum(ends - 1, 0)] == 13)
+    blank = lengths - carriage == 0
+    good = (fields == width) & ~blank
+    bad = np.flatnonzero(~good & ~blank)
+    problems = [
+        _width_problem(first_line + int(i), int(fields[i]), width) for i in bad[:SHOWN_PROBLEMS]
+    ]
+    if not good.all():
+        block = b"\n".join(block[s:e] for s, e in zip(starts[good], ends[good], strict=True))
+    lines = first_line + np.flatnonzero(good)
+    if not len(lines):
+        return _Frame({name: np.array([], object) for name in names}, lines, problems, len(bad))
+    dtypes = dict.fromkeys(names, object)
+    try:
+        table = _read_csv(block, names, {**dtypes, "value": np.float64})
+    except ValueError:  # some value is not a number: read as text, to say which
+        table = _read_csv(block, names, dtypes)
+    columns = {name: table[name].to_numpy() for name in names}
+    return _Frame(columns, lines, problems, len(bad))
+
+
+def _read_csv(block: bytes, names: list[str], dtypes: dict) -> pd.DataFrame:
+    return pd.read_csv(
+        io.BytesIO(block),
+        header=None,
+        names=names,
+        dtype=dtypes,
+        na_filter=False,
+        skip_blank_lines=False,
+        quoting=csv.QUOTE_NONE,
+        engine="c",
+    )
+
+
+def _parse_quoted(block: bytes, first_line: int, names: list[str]) -> _Frame:
+    """Quoted fields (maybe spanning lines): the csv module, which tracks line numbers."""
+    width = len(names)
+    reader = csv.reader(io.StringIO(block.decode("utf-8"), newline=""))
+    rows, lines, problems = [], [], []
+    bad = 0
+    consumed = 0
+    for row in reader:
+        line = first_line + consumed
+        consumed = reader.line_num
+        if not row:
+            continue
+        if len(row) != width:
+            bad += 1
+            if len(problems) < SHOWN_PROBLEMS:
+                problems.append(_width_problem(line, len(row), width))
+            continue
+        rows.append(row)
+        lines.append(line)
+    columns = {
+        name: np.array([row[i] for row in rows], dtype=object) for i, name in enumerate(names)
+    }
+    return _Frame(columns, np.array(lines, np.int64), problems, bad)
+
+
+@contextmanager
+def _progress_bar(wanted: bool, total: int) -> Iterator[Callable[[int], None]]:
+    if not (wanted and sys.stderr.isatty()):
+        yield lambda _: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    columns = (BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("import", total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+# --- validating rows -----------------------------------------------------------------------
+
+
+@dataclass
+class _Batch:
+    """Valid, distinct rows of one block, sorted by (series, moment), and its problems."""
+
+    series: np.ndarray  # index into the loader's series keys
+    ts: np.ndarray  # µs since 1970-01-01 UTC
+    day: np.ndarray  # local day, days since 1970-01-01
+    value: np.ndarray
+    lines: np.ndarray
+    rows: int  # valid rows, counting repeats of a row with the same value
+    problems: list[tuple[int, str]] = field(default_factory=list)
+    bad_lines: int = 0
+
+
+class _Moments:
+    """Parses each distinct date text once: date-only files have few distinct texts."""
+
+    def __init__(self, tz: ZoneInfo) -> None:
+        self.tz = tz
+        self.zone = str(tz)
+
+    def parse(self, raw: str) -> tuple[int, int] | str:
+        """(µs since the epoch in UTC, local day number) or what is wrong with it."""
+        text = raw.strip()
+        if not text:
+            return "no date"
+        try:
+            if _DATE.fullmatch(text):
+                day = date.fromisoformat(text)
+                moment = datetime.combine(day, time(), self.tz)
+            elif _TIMESTAMP.fullmatch(text):
+                parsed = datetime.fromisoformat(text)
+                if parsed.tzinfo is None:
+                    moment = parsed.replace(tzinfo=self.tz)
+                    if moment.astimezone(UTC).astimezone(self.tz).replace(tzinfo=None) != parsed:
+                        return f"{text} does not exist in {self.zone} (the clocks skip it)"
+                else:
+                    moment = parsed
+                day = moment.astimezone(self.tz).date()
+            else:
+                raise ValueError(text)
+            if not 1000 <= day.year <= 9998:
+                raise ValueError(text)
+            return (moment - EPOCH) // timedelta(microseconds=1), day.toordinal() - EPOCH_ORDINAL
+        except (ValueError, OverflowError):
+            return f"bad date '{text}' (write 2026-10-05 or an ISO 8601 time like 2026-10-05T14:30)"
+
+    def of(self, value: date | datetime) -> tuple[int, int] | str:
+        if isinstance(value, datetime):
+            moment = value if value.tzinfo is not None else value.replace(tzinfo=self.tz)
+            day = moment.astimezone(self.tz).date()
+        elif isinstance(value, date):
+            day = value
+            moment = datetime.combine(value, time(), self.tz)
+        else:
+            return f"bad date {value!r} (give a date or datetime)"
+        return (moment - EPOCH) // timedelta(microseconds=1), day.toordinal() - EPOCH_ORDINAL
+
+
+class _Problems:
+    """The first lines' problems in line order, and how many bad lines there are in all."""
+
+    def __init__(self) -> None:
+        self.shown: list[tuple[int, str]] = []
+        self.total = 0
+
+    def add(self, problems: list[tuple[int, str]], bad_lines: int) -> None:
+        self.total += bad_lines
+        if problems:
+            self.shown = sorted(self.shown + problems)[:SHOWN_PROBLEMS]
+
+
+def _prepare_frame(frame: _Frame, dims: list[str], loader: "_Loader") -> _Batch:
+    columns = frame.columns
+    n = len(frame.lines)
+
+    def factorized(name: str) -> tuple[np.ndarray, list[str]]:
+        codes, uniques = pd.factorize(columns[name])
+        return codes, [str(u).strip() for u in uniques]
+
+    measure_codes, measures = factorized("measure")
+    date_codes, dates = factorized("date")
+    dim_columns = [factorized(name) for name in dims]
+
+    # A line of empty fields (",,,") is a blank line.
+    empty = np.ones(n, bool)
+    for codes, uniques in ((measure_codes, measures), (date_codes, dates), *dim_columns):
+        empty &= np.array([u == "" for u in uniques] or [True], bool)[codes]
+    raw_values = columns["value"]
+    if raw_values.dtype == object:
+        stripped = np.array([str(v).strip() for v in raw_values], object)
+        values = pd.to_numeric(pd.Series(stripped, dtype=object), errors="coerce")
+        values = values.to_numpy(np.float64, na_value=np.nan)
+        empty &= stripped == ""
+    else:  # the C parser read every value as a number
+        values = raw_values.astype(np.float64, copy=False)
+        empty[:] = False
+
+    known = np.array([m in loader.measures for m in measures] or [True], bool)
+    unknown = ~known[measure_codes]
+    parsed = [loader.moments.parse(d) for d in dates]
+    date_bad = np.array([isinstance(p, str) for p in parsed] or [False], bool)[date_codes]
+    ts_of = np.array([0 if isinstance(p, str) else p[0] for p in parsed] or [0], np.int64)
+    day_of = np.array([0 if isinstance(p, str) else p[1] for p in parsed] or [0], np.int64)
+    value_bad = ~np.isfinite(values)
+    reasons = [
+        (unknown, lambda i: loader.unknown_measure(measures[measure_codes[i]])),
+        (date_bad, lambda i: parsed[date_codes[i]]),
+        (value_bad, lambda i: _value_problem(raw_values[i])),
+    ]
+    bad = (unknown | date_bad | value_bad) & ~empty
+    good = np.flatnonzero(~bad & ~empty)
+    problems = _describe(bad, reasons, frame.lines, loader.label)
+
+    # One code per distinct (measure, dimension values) in the block, then a series key each.
+    combo = measure_codes.astype(np.int64)
+    for codes, uniques in dim_columns:
+        combo = pd.factorize(combo * len(uniques) + codes)[0].astype(np.int64)
+    combo = combo[good]
+    codes_used, first = np.unique(combo, return_index=True)
+    series_of_combo = np.zeros(int(combo.max()) + 1 if len(combo) else 0, np.int64)
+    for code, row in zip(codes_used, good[first], strict=True):
+        pairs = [
+            (name, uniques[codes[row]])
+            for name, (codes, uniques) in zip(dims, dim_columns, strict=True)
+            if uniques[codes[row]] != ""
+        ]
+        series_of_combo[code] = loader.series_key(measures[measure_codes[row]], pairs)
+    return _distinct(
+        loader,
+        series=series_of_combo[combo],
+        ts=ts_of[date_codes[good]],
+        day=day_of[date_codes[good]],
+        value=values[good],
+        lines=frame.lines[good],
+        problems=frame.problems + problems,
+        bad_lines=frame.bad_lines + int(bad.sum()),
+    )
+
+
+def _value_problem(raw: object) -> str:
+    text = str(raw).strip()
+    if not text:
+        return "no value"
+    try:
+        number = float(text)
+    except ValueError:
+        number = 0.0  # not even Python's idea of a number
+    if math.isfinite(number):
+        return f"value '{text}' is not a number"
+    return f"value '{text}' is not a finite number"
+
+
+def _describe(
+    bad: np.ndarray,
+    reasons: list[tuple[np.ndarray, Callable[[int], str]]],
+    lines: np.ndarray,
+    label: str,
+) -> list[tuple[int, str]]:
+    """Messages for the first bad rows only: a file of a million bad lines shows fifty."""
+    problems = []
+    for i in np.flatnonzero(bad)[:SHOWN_PROBLEMS]:
+        said = "; ".join(describe(i) for mask, describe in reasons if mask[i])
+        problems.append((int(lines[i]), f"{label} {lines[i]}: {said}"))
+    return problems
+
+
+def _prepare_records(
+    records: list[tuple[str, date | datetime, float, Mapping[str, str]]],
+    first: int,
+    loader: "_Loader",
+) -> _Batch:
+    series, ts, day, values, lines, problems = [], [], [], [], [], []
+    bad = 0
+    for number, record in enumerate(records, start=first):
+        try:
+            measure, when, value, dims = record
+        except (TypeError, ValueError):
+            said = ["give (measure, date, value, dimensions)"]
+        else:
+            said = []
+            if measure not in loader.measures:
+                said.append(loader.unknown_measure(str(measure)))
+            moment = loader.moments.of(when)
+            if isinstance(moment, str):
+                said.append(moment)
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                said.append(f"value {value!r} is not a number")
+            else:
+                if not np.isfinite(value):
+                    said.append(f"value {value!r} is not a finite number")
+        if said:
+            bad += 1
+            if len(problems) < SHOWN_PROBLEMS:
+                problems.append((number, f"record {number}: {'; '.join(said)}"))
+            continue
+        pairs = [(str(k).strip(), str(v).strip()) for k, v in (dims or {}).items()]
+        series.append(loader.series_key(measure, [(k, v) for k, v in pairs if v != ""]))
+        ts.append(moment[0])
+        day.append(moment[1])
+        values.append(value)
+        lines.append(number)
+    return _distinct(
+        loader,
+        series=np.array(series, np.int64),
+        ts=np.array(ts, np.int64),
+        day=np.array(day, np.int64),
+        value=np.array(values, np.float64),
+        lines=np.array(lines, np.int64),
+        problems=problems,
+        bad_lines=bad,
+    )
+
+
+def _distinct(loader: "_Loader", **arrays) -> _Batch:
+    """Sort by (series, moment); a repeat with the same value is dropped, with another value it
+    is a bad line naming the first."""
+    problems, bad_lines = arrays.pop("problems"), arrays.pop("bad_lines")
+    rows = len(arrays["lines"])
+    order = np.lexsort((arrays["lines"], arrays["ts"], arrays["series"]))
+    s, ts, day, value, lines = (arrays[k][order] for k in ("series", "ts", "day", "value", "lines"))
+    repeat = np.zeros(len(s), bool)
+    repeat[1:] = (s[1:] == s[:-1]) & (ts[1:] == ts[:-1])
+    if repeat.any():
+        first = np.maximum.accumulate(np.where(repeat, 0, np.arange(len(s))))
+        conflict = repeat & (value != value[first])
+        label = loader.label
+        for i in np.flatnonzero(conflict):
+            if len(problems) < SHOWN_PROBLEMS * 2:
+                problems.append(
+                    _conflict(label, lines[i], value[i], lines[first[i]], value[first[i]])
+                )
+        bad_lines += int(conflict.sum())
+        keep = ~repeat
+        s, ts, day, value, lines = s[keep], ts[keep], day[keep], value[keep], lines[keep]
+    problems.sort()
+    return _Batch(s, ts, day, value, lines, rows, problems, bad_lines)
+
+
+def _conflict(label: str, line: int, value: float, first: int, first_value: float) -> tuple:
+    return (
+        int(line),
+        f"{label} {line}: same measure, dimensions and date as {label} {first} "
+        f"but another value ({value:g} vs {first_value:g})",
+    )
+
+
+# --- the write path ------------------------------------------------------------------------
+
+
+class _Loader:
+    """State of one import: series keys, counts, problems, out-of-order rows."""
+
+    def __init__(
+        self, connection: Connection, store: "_Store", *, tz: ZoneInfo, dry_run: bool
+    ) -> None:
+        self.connection = connection
+        self.store = store
+        self.dry_run = dry_run
+        self.label = "line"
+        self.keep_history = False
+        self.history: list[_Batch] = []
+        self.measures = set(connection.execute(select(Measure.name)).scalars())
+        self.stored_series = {
+            (m, d): i
+            for i, m, d in connection.execute(select(Series.id, Series.measure, Series.dims))
+        }
+        self.keys: list[tuple[str, str, list[tuple[str, str]]]] = []
+        self.key_index: dict[tuple[str, str], int] = {}
+        self._given: dict[tuple, int] = {}  # as written (dimension order), to the key
+        self.ids = np.zeros(0, np.int64)  # stored series id per key, 0 while there is none
+        self.earliest = np.zeros(0, np.int64)  # earliest and latest moment seen so far per key
+        self.latest = np.zeros(0, np.int64)
+        self.seen = np.zeros(0, bool)
+        self.fresh = np.zeros(0, bool)  # created by this import
+        self.problems = _Problems()
+        self.candidates: list[tuple[_Batch, np.ndarray]] = []
+        self.counts = {_INSERTED: 0, _UPDATED: 0, _UNCHANGED: 0}
+        self.rows = 0
+        self.touched = rollups.DayRanges.of([])  # days written, for the rollups
+        self.moments = _Moments(tz)
+        self._suggestions: dict[str, str] = {}
+
+    def unknown_measure(self, name: str) -> str:
+        if name not in self._suggestions:
+            if not name:
+                self._suggestions[name] = "no measure"
+            else:
+                best = process.extractOne(
+                    name, sorted(self.measures), scorer=fuzz.ratio, score_cutoff=60
+                )
+                hint = f" (did you mean '{best[0]}'?)" if best else ""
+                self._suggestions[name] = f"unknown measure '{name}'{hint}"
+        return self._suggestions[name]
+
+    def series_key(self, measure: str, pairs: list[tuple[str, str]]) -> int:
+        given = (measure, *pairs)
+        index = self._given.get(given)
+        if index is None:
+            index = self._series_key(measure, pairs)
+            self._given[given] = index
+        return index
+
+    def _series_key(self, measure: str, pairs: list[tuple[str, str]]) -> int:
+        dims = json.dumps(dict(sorted(pairs)), separators=(",", ":"), ensure_ascii=False)
+        index = self.key_index.get((measure, dims))
+        if index is None:
+            index = len(self.keys)
+            self.key_index[(measure, dims)] = index
+            self.keys.append((measure, dims, sorted(pairs)))
+            if index >= len(self.ids):
+                grow = max(64, len(self.ids))
+                self.ids = np.concatenate((self.ids, np.zeros(grow, np.int64)))
+                self.earliest = np.concatenate((self.earliest, np.full(grow, _NEVER)))
+                self.latest = np.concatenate((self.latest, np.full(grow, -_NEVER)))
+                self.seen = np.concatenate((self.seen, np.zeros(grow, bool)))
+                self.fresh = np.concatenate((self.fresh, np.zeros(grow, bool)))
+            self.ids[index] = self.stored_series.get((measure, dims), 0)
+        return index
+
+    def add(self, batch: _Batch) -> None:
+        self.problems.add(batch.problems, batch.bad_lines)
+        self.rows += batch.rows
+        self.counts[_UNCHANGED] += batch.rows - len(batch.series)
+        if not len(batch.series):
+            return
+        self.seen[batch.series] = True
+        # A row can repeat one of an earlier block only if it lies within its series' moments so
+        # far; remember those (none, in a file in time order) to check at the end.
+        s = batch.series
+        out_of_order = (batch.ts >= self.earliest[s]) & (batch.ts <= self.latest[s])
+        first = np.append(True, s[1:] != s[:-1])  # rows are sorted by (series, moment)
+        last = np.append(s[1:] != s[:-1], True)
+        self.earliest[s[first]] = np.minimum(self.earliest[s[first]], batch.ts[first])
+        self.latest[s[last]] = np.maximum(self.latest[s[last]], batch.ts[last])
+        if self.keep_history:
+            self.history.append(batch)
+        if self.problems.total:
+            if out_of_order.any():
+                self.candidates.append(
+                    (_take_rows(batch, out_of_order), np.full(out_of_order.sum(), _UNKNOWN))
+                )
+            return
+        if not self.dry_run:
+            self._create_series(batch.series)
+        status = self._compare(batch, out_of_order)
+        for kind in self.counts:
+            self.counts[kind] += int((status == kind).sum())
+        if out_of_order.any():
+            self.candidates.append((_take_rows(batch, out_of_order), status[out_of_order]))
+        if not self.dry_run:
+            self._write(batch, status)
+
+    def _create_series(self, keys: np.ndarray) -> None:
+        missing = [int(k) for k in np.unique(keys) if self.ids[k] == 0]
+        if not missing:
+            return
+        rows = [{"measure": self.keys[k][0], "dims": self.keys[k][1]} for k in missing]
+        statement = insert(Series).returning(Series.id, sort_by_parameter_order=True)
+        ids = self.connection.execute(statement, rows).scalars().all()
+        dims = []
+        for key, series_id in zip(missing, ids, strict=True):
+            self.ids[key] = series_id
+            self.fresh[key] = True
+            dims += [{"series_id": series_id, "dim": d, "value": v} for d, v in self.keys[key][2]]
+        if dims:
+            self.connection.execute(insert(SeriesDim), dims)
+
+    def _compare(self, batch: _Batch, out_of_order: np.ndarray) -> np.ndarray:
+        """Per row: inserted, updated or unchanged, against the stored values."""
+        sid = self.ids[batch.series]
+        status = np.full(len(sid), _INSERTED, np.int8)
+        # A series this import created holds only rows of earlier blocks: none of its in-order
+        # rows can be there.
+        stored = (sid > 0) & ~(self.fresh[batch.series] & ~out_of_order)
+        if not stored.any():
+            return status
+        rows = np.flatnonzero(stored)
+        found_sid, found_ts, found_value = self.store.lookup(*_ranges(sid[rows], batch.ts[rows]))
+        if not len(found_sid):
+            return status
+        moments, row_moment = np.unique(batch.ts[rows], return_inverse=True)
+        found_moment = pd.Index(moments).get_indexer(found_ts)
+        hit = found_moment >= 0
+        width = len(moments)
+        stored_keys = pd.Index(found_sid[hit] * width + found_moment[hit])
+        at = stored_keys.get_indexer(sid[rows] * width + row_moment)
+        exists = at >= 0
+        same = exists.copy()
+        same[exists] = found_value[hit][at[exists]] == batch.value[rows][exists]
+        status[rows[exists]] = _UPDATED
+        status[rows[same]] = _UNCHANGED
+        return status
+
+    def _write(self, batch: _Batch, status: np.ndarray) -> None:
+        sid = self.ids[batch.series]
+        new = status == _INSERTED
+        changed = status == _UPDATED
+        if new.any():
+            self.store.insert(sid[new], batch.ts[new], batch.day[new], batch.value[new])
+        if changed.any():
+            self.store.update(sid[changed], batch.ts[changed], batch.value[changed])
+        written = new | changed
+        if written.any():
+            # Days are refreshed block by block, while their rows are in the cache; weeks and
+            # months once at the end, as one may span blocks. The merged ranges stay few: about
+            # one per series for a file in time order.
+            ranges = _day_ranges(sid[written], batch.day[written]).merged()
+            rollups.refresh(self.connection, ranges, grains=("day",))
+            self.touched = (self.touched + ranges).merged()
+
+    def finish(self, again: Callable[[], Iterable[_Batch]] | None) -> None:
+        """Check the out-of-order rows against the rows before them; raise if anything is bad."""
+        if self.candidates:
+            earlier = self.history if again is None else again()
+            self._resolve(earlier)
+        if self.problems.total:
+            raise ImportRejected([m for _, m in self.problems.shown], self.problems.total)
+        if len(self.touched):
+            rollups.refresh(self.connection, self.touched, grains=("week", "month"))
+            # Cached answers (per store generation) must not outlive the data they were made of.
+            bump_generation_on(self.connection)
+
+    def _resolve(self, earlier: Iterable[_Batch]) -> None:
+        parts = [batch for batch, _ in self.candidates]
+        status = np.concatenate([s for _, s in self.candidates])
+        candidates = pd.DataFrame(
+            {
+                "series": np.concatenate([b.series for b in parts]),
+                "ts": np.concatenate([b.ts for b in parts]),
+                "line": np.concatenate([b.lines for b in parts]),
+                "value": np.concatenate([b.value for b in parts]),
+            }
+        )
+        candidates["at"] = np.arange(len(candidates))
+        repeated = np.zeros(len(candidates), bool)
+        conflict_line = np.full(len(candidates), np.iinfo(np.int64).max)
+        conflict_value = np.zeros(len(candidates))
+        last_line = candidates["line"].max()
+        for batch in earlier:  # in line order
+            if not len(batch.lines):
+                continue
+            if batch.lines.min() >= last_line:
+                break
+            rows = pd.DataFrame(
+                {"series": batch.series, "ts": batch.ts, "first": batch.lines, "was": batch.value}
+            )
+            pairs = candidates.merge(rows, on=["series", "ts"])
+            pairs = pairs[pairs["first"] < pairs["line"]]
+            repeated[pairs["at"].to_numpy()] = True
+            pairs = pairs[pairs["was"] != pairs["value"]].sort_values("first")
+            pairs = pairs.drop_duplicates("at")
+            at = pairs["at"].to_numpy()
+            sooner = pairs["first"].to_numpy() < conflict_line[at]
+            conflict_line[at[sooner]] = pairs["first"].to_numpy()[sooner]
+            conflict_value[at[sooner]] = pairs["was"].to_numpy()[sooner]
+        conflicts = np.flatnonzero(conflict_line < np.iinfo(np.int64).max)
+        line, value = candidates["line"].to_numpy(), candidates["value"].to_numpy()
+        shown = [
+            _conflict(self.label, line[i], value[i], conflict_line[i], conflict_value[i])
+            for i in conflicts[np.argsort(line[conflicts])][:SHOWN_PROBLEMS]
+        ]
+        self.problems.add(shown, len(conflicts))
+        # A dry run compared a repeated row with the store, not with its first occurrence.
+        benign = repeated & (conflict_line == np.iinfo(np.int64).max)
+        for kind in (_INSERTED, _UPDATED):
+            moved = int((benign & (status == kind)).sum())
+            self.counts[kind] -= moved
+            self.counts[_UNCHANGED] += moved
+
+    def summary(self, seconds: float) -> ImportSummary:
+        seen = np.flatnonzero(self.seen[: len(self.keys)])
+        return ImportSummary(
+            rows=self.rows,
+            measures=len({self.keys[k][0] for k in seen}),
+            series=len(seen),
+            inserted=self.counts[_INSERTED],
+            updated=self.counts[_UPDATED],
+            unchanged=self.counts[_UNCHANGED],
+            seconds=seconds,
+            dry_run=self.dry_run,
+        )
+
+
+def _take_rows(batch: _Batch, mask: np.ndarray) -> _Batch:
+    return _Batch(
+        batch.series[mask],
+        batch.ts[mask],
+        batch.day[mask],
+        batch.value[mask],
+        batch.lines[mask],
+        int(mask.sum()),
+    )
+
+
+def _ranges(sid: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(series, first µs, last µs) covering rows sorted by (series, moment), split at gaps."""
+    start = np.ones(len(sid), bool)
+    start[1:] = (sid[1:] != sid[:-1]) | (ts[1:] - ts[:-1] > RANGE_GAP_US)
+    first = np.flatnonzero(start)
+    last = np.append(first[1:] - 1, len(sid) - 1)
+    return sid[first], ts[first], ts[last]
+
+
+def _day_ranges(sid: np.ndarray, day: np.ndarray) -> rollups.DayRanges:
+    """Each written row's local day, as ranges for the rollups (merged there)."""
+    return rollups.DayRanges(sid, day, day)
+
+
+# --- the two stores ------------------------------------------------------------------------
+
+
+class _Store:
+    """Bulk reads and writes of observations through the driver, inside the transaction."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.driver = connection.connection.driver_connection
+        self.changes_table = False
+
+    def begin(self, dry_run: bool) -> None:
+        raise NotImplementedError
+
+    def lookup(self, sid, first, last) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stored (series_id, µs, value) within the given (series, first µs, last µs) ranges."""
+        raise NotImplementedError
+
+    def insert(self, sid, ts, day, value) -> None:
+        raise NotImplementedError
+
+    def update(self, sid, ts, value) -> None:
+        raise NotImplementedError
+
+
+def _sqlite_times(ts: np.ndarray) -> np.ndarray:
+    """The text SQLAlchemy's DateTime stores on SQLite: `2026-10-31 23:30:00.000000`.
+    Formatted once per distinct moment: a file of dates has few."""
+    moments, at = np.unique(ts, return_inverse=True)
+    text = np.datetime_as_string(moments.astype("datetime64[us]"), unit="us")
+    return np.char.replace(text, "T", " ").astype(object)[at]
+
+
+def _sqlite_days(day: np.ndarray) -> np.ndarray:
+    """The text SQLAlchemy's Date stores on SQLite: `2026-11-01`."""
+    days, at = np.unique(day, return_inverse=True)
+    return np.datetime_as_string(days.astype("datetime64[D]"), unit="D").astype(object)[at]
+
+
+class _SqliteStore(_Store):
+    def begin(self, dry_run: bool) -> None:
+        # Take the write lock now, so what is compared is what gets overwritten; a dry run
+        # reads one snapshot.
+        self.driver.execute("BEGIN" if dry_run else "BEGIN IMMEDIATE")
+
+    def lookup(self, sid, first, last):
+        cursor = self.driver.cursor()
+        query = "SELECT ts, value FROM observation WHERE series_id = ? AND ts >= ? AND ts <= ?"
+        found_sid, found_ts, found_value = [], [], []
+        for series_id, lo, hi in zip(
+            sid.tolist(), _sqlite_times(first), _sqlite_times(last), strict=True
+        ):
+            rows = cursor.execute(query, (series_id, lo, hi)).fetchall()
+            if rows:
+                found_sid.append(np.full(len(rows), series_id, np.int64))
+                times, values = zip(*rows, strict=True)
+                found_ts.extend(times)
+                found_value.extend(values)
+        if not found_sid:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        ts = np.array(found_ts, "datetime64[us]").astype(np.int64)
+        return np.concatenate(found_sid), ts, np.array(found_value, np.float64)
+
+    def insert(self, sid, ts, day, value) -> None:
+        self.driver.executemany(
+            "INSERT INTO observation (series_id, ts, day, value) VALUES (?, ?, ?, ?)",
+            zip(sid.tolist(), _sqlite_times(ts), _sqlite_days(day), value.tolist(), strict=True),
+        )
+
+    def update(self, sid, ts, value) -> None:
+        self.driver.executemany(
+            "UPDATE observation SET value = ? WHERE series_id = ? AND ts = ?",
+            zip(value.tolist(), sid.tolist(), _sqlite_times(ts), strict=True),
+        )
+
+
+_PG_FOUND = rollups.pg_copy_dtype(series_id=">i4", ts=">i8", value=">f8")
+_ADVISORY_LOCK = 0x6B70_6962_6F74  # "kpibot": one writer of observations at a time
+
+
+class _PostgresStore(_Store):
+    def begin(self, dry_run: bool) -> None:
+        if not dry_run:
+            # Serialise writers, so what is compared is what gets overwritten.
+            self.driver.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK,))
+        # Every join here should probe primary keys from a small set of ranges or rows; see
+        # rollups.primary_key_probes for why the planner must be told.
+        for name, value in rollups.PROBE_SETTINGS.items():
+            self.driver.execute("SELECT set_config(%s, %s, true)", (name, value))
+
+    def lookup(self, sid, first, last):
+        query = (
+            "COPY (SELECT o.series_id, o.ts, o.value"
+            " FROM unnest(%s::int4[], %s::timestamptz[], %s::timestamptz[]) AS r(sid, lo, hi)"
+            " JOIN observation o ON o.series_id = r.sid AND o.ts >= r.lo AND o.ts <= r.hi)"
+            " TO STDOUT (FORMAT binary)"
+        )
+        params = (sid.tolist(), _datetimes(first), _datetimes(last))
+        data = bytearray()
+        with self.driver.cursor() as cursor, cursor.copy(query, params) as copy:
+            for part in copy:
+                data += part
+        rows = rollups.pg_copy_rows(bytes(data), _PG_FOUND)
+        return (
+            rows["series_id"].astype(np.int64),
+            rows["ts"].astype(np.int64) + rollups.PG_EPOCH_US,
+            rows["value"].astype(np.float64),
+        )
+
+    def insert(self, sid, ts, day, value) -> None:
+        data = rollups.pg_copy_data(
+            series_id=(">i4", sid),
+            ts=(">i8", ts - rollups.PG_EPOCH_US),
+            day=(">i4", day - rollups.PG_EPOCH_DAYS),
+            value=(">f8", value),
+        )
+        query = "COPY observation (series_id, ts, day, value) FROM STDIN (FORMAT binary)"
+        with self.driver.cursor() as cursor, cursor.copy(query) as copy:
+            copy.write(data)
+
+    def update(self, sid, ts, value) -> None:
+        with self.driver.cursor() as cursor:
+            if not self.changes_table:
+                cursor.execute(
+                    "CREATE TEMPORARY TABLE kpi_changes (series_id int4, ts timestamptz,"
+                    " value float8) ON COMMIT DROP"
+                )
+                self.changes_table = True
+            data = rollups.pg_copy_data(
+                series_id=(">i4", sid), ts=(">i8", ts - rollups.PG_EPOCH_US), value=(">f8", value)
+            )
+            with cursor.copy("COPY kpi_changes FROM STDIN (FORMAT binary)") as copy:
+                copy.write(data)
+            cursor.execute(
+                "UPDATE observation o SET value = c.value FROM kpi_changes c"
+                " WHERE o.series_id = c.series_id AND o.ts = c.ts"
+            )
+            cursor.execute("TRUNCATE kpi_changes")
+
+
+def _datetimes(ts: np.ndarray) -> list[datetime]:
+    return [EPOCH + timedelta(microseconds=us) for us in ts.tolist()]

@@ -1,0 +1,478 @@
+"""Day, week and month rollups: what the query engine reads instead of raw observations.
+
+Every write to `observation` is followed by `refresh(connection, touched)` in the same
+transaction, so rollups are always exactly current. A day rollup is recomputed from the
+observations of that local day; a week (Monday start) or month rollup from the day rollups in it.
+The work is proportional to what was touched: the touched ranges go into a temporary table and
+each grain is one `INSERT … SELECT … ON CONFLICT DO UPDATE` that reaches observations and day
+rollups from it through their primary keys. The SQL is the same on SQLite and PostgreSQL but
+for the first day of a week or month, and a window for days where PostgreSQL is faster with it.
+
+Observations are only ever added or changed, never deleted; a deletion (or a change of the
+organisation's time zone) needs `rebuild_all`.
+"""
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Column, Connection, Date, Integer, MetaData, Table, select, text
+from sqlalchemy.schema import CreateTable
+from sqlmodel.sql.sqltypes import UTCDateTime
+
+from kpi.models import Observation, Rollup
+
+GRAINS = ("day", "week", "month")
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+# Touched days of one series closer than this are refreshed as one range: recomputing a few
+# untouched days costs less than another range row and index probe.
+MERGE_GAP_DAYS = 7
+# rebuild_all refreshes this many series at a time, so its temporary table stays small.
+REBUILD_BATCH = 200
+
+_touched = Table(
+    "kpi_touched",
+    MetaData(),
+    Column("kind", Integer, nullable=False),  # an index into GRAINS
+    Column("series_id", Integer, nullable=False),
+    Column("start", Date, nullable=False),  # first local day of the bucket or range
+    Column("stop", Date, nullable=False),  # the day after its last
+    # For day ranges: bounds on the UTC timestamp wide enough for any UTC offset, so the scan
+    # of observations uses their primary key (series_id, ts); `day` then selects exactly.
+    Column("ts_from", UTCDateTime),
+    Column("ts_to", UTCDateTime),
+    prefixes=["TEMPORARY"],
+    postgresql_on_commit="DROP",
+)
+
+_SET_ALL = """
+ON CONFLICT (grain, series_id, start) DO UPDATE SET
+    total = excluded.total, count = excluded.count, minimum = excluded.minimum,
+    maximum = excluded.maximum, last_ts = excluded.last_ts, last_value = excluded.last_value
+"""
+
+# Every statement starts from the small touched table (CROSS JOIN fixes that order in SQLite;
+# PostgreSQL gets statistics on it) and reaches rows only through primary keys. The last value
+# is a correlated lookup by primary key (as a join, PostgreSQL tends to hash a whole table)
+# or, for days on PostgreSQL, a window over the day's rows, which measured faster there and
+# slower on SQLite.
+_DAY_FROM_OBSERVATIONS = text(
+    """
+INSERT INTO rollup (grain, series_id, start, total, count, minimum, maximum, last_ts, last_value)
+SELECT 'day', a.series_id, a.day, a.total, a.n, a.lo, a.hi, a.last_ts,
+       (SELECT o.value FROM observation o WHERE o.series_id = a.series_id AND o.ts = a.last_ts)
+FROM (
+    SELECT o.series_id, o.day, sum(o.value) AS total, count(*) AS n,
+           min(o.value) AS lo, max(o.value) AS hi, max(o.ts) AS last_ts
+    FROM kpi_touched t CROSS JOIN observation o
+    WHERE t.kind = 0 AND o.series_id = t.series_id
+      AND o.ts >= t.ts_from AND o.ts < t.ts_to AND o.day >= t.start AND o.day < t.stop
+    GROUP BY o.series_id, o.day
+) a
+WHERE true
+"""
+    + _SET_ALL
+)
+
+# The first day of the bucket holding a day rollup's `start`, and of the bucket after it. These
+# are the only dialect-specific bits (SQLite keeps dates as ISO text, so `date()` returns the
+# same format).
+_BUCKETS = {
+    "sqlite": {
+        "week": ("date({}, 'weekday 0', '-6 days')", "date({}, '+7 days')"),
+        "month": ("date({}, 'start of month')", "date({}, '+1 month')"),
+    },
+    "postgresql": {
+        # Through `timestamp` (without zone), so the session's time zone plays no part.
+        "week": ("CAST(date_trunc('week', CAST({} AS timestamp)) AS date)", "({} + 7)"),
+        "month": (
+            "CAST(date_trunc('month', CAST({} AS timestamp)) AS date)",
+            "CAST({} + interval '1 month' AS date)",
+        ),
+    },
+}
+
+_BUCKET_FROM_DAYS = """
+INSERT INTO rollup (grain, series_id, start, total, count, minimum, maximum, last_ts, last_value)
+SELECT :grain, a.series_id, a.start, a.total, a.n, a.lo, a.hi, a.last_ts,
+       (SELECT d.last_value FROM rollup d
+        WHERE d.grain = 'day' AND d.series_id = a.series_id
+          AND d.start >= a.start AND d.start < {stop} AND d.last_ts = a.last_ts)
+FROM (
+    SELECT d.series_id, {start} AS start, sum(d.total) AS total, sum(d.count) AS n,
+           min(d.minimum) AS lo, max(d.maximum) AS hi, max(d.last_ts) AS last_ts
+    FROM kpi_touched t CROSS JOIN rollup d
+    WHERE t.kind = :kind AND d.grain = 'day' AND d.series_id = t.series_id
+      AND d.start >= t.start AND d.start < t.stop
+    GROUP BY d.series_id, {start}
+) a
+WHERE true
+"""
+
+
+def _bucket_statement(dialect: str, grain: str):
+    start, stop = _BUCKETS[dialect][grain]
+    sql = _BUCKET_FROM_DAYS.format(start=start.format("d.start"), stop=stop.format("a.start"))
+    return text(sql + _SET_ALL)
+
+
+_DAY_BY_WINDOW = text(
+    """
+INSERT INTO rollup (grain, series_id, start, total, count, minimum, maximum, last_ts, last_value)
+SELECT 'day', x.series_id, x.day, x.total, x.n, x.lo, x.hi, x.ts, x.value
+FROM (
+    SELECT o.series_id, o.day, o.ts, o.value,
+           sum(o.value) OVER w AS total, count(*) OVER w AS n,
+           min(o.value) OVER w AS lo, max(o.value) OVER w AS hi,
+           row_number() OVER (PARTITION BY o.series_id, o.day ORDER BY o.ts DESC) AS latest
+    FROM kpi_touched t CROSS JOIN observation o
+    WHERE t.kind = 0 AND o.series_id = t.series_id
+      AND o.ts >= t.ts_from AND o.ts < t.ts_to AND o.day >= t.start AND o.day < t.stop
+    WINDOW w AS (PARTITION BY o.series_id, o.day)
+) x
+WHERE x.latest = 1
+"""
+    + _SET_ALL
+)
+
+
+def week_start(day: date) -> date:
+    """The Monday of the ISO week holding `day`."""
+    return day - timedelta(days=day.weekday())
+
+
+def month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+@dataclass(frozen=True)
+class DayRanges:
+    """Touched days as arrays: series ids and first/last local day of each range, as days since
+    1970-01-01 (inclusive). Bulk writers build these with numpy, without a date object a row."""
+
+    series_id: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+
+    @classmethod
+    def of(cls, touched: Iterable[tuple[int, date, date]]) -> "DayRanges":
+        rows = list(touched)
+        return cls(
+            np.array([r[0] for r in rows], np.int64),
+            np.array([r[1].toordinal() - _EPOCH_ORDINAL for r in rows], np.int64),
+            np.array([r[2].toordinal() - _EPOCH_ORDINAL for r in rows], np.int64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.series_id)
+
+    def __add__(self, other: "DayRanges") -> "DayRanges":
+        return DayRanges(
+            *(np.concatenate((a, b)) for a, b in zip(self.arrays(), other.arrays(), strict=True))
+        )
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.series_id, self.first, self.last
+
+    def merged(self, gap_days: int = MERGE_GAP_DAYS) -> "DayRanges":
+        """Sorted and non-overlapping; ranges of a series at most `gap_days` apart are joined."""
+        if not len(self):
+            return self
+        order = np.lexsort((self.first, self.series_id))
+        sid, first, last = (a[order] for a in self.arrays())
+        reach = pd.Series(last).groupby(sid).cummax().to_numpy()  # furthest day so far
+        start = np.ones(len(sid), bool)
+        start[1:] = (sid[1:] != sid[:-1]) | (first[1:] - reach[:-1] > gap_days)
+        at = np.flatnonzero(start)
+        return DayRanges(sid[at], first[at], np.maximum.reduceat(last, at))
+
+    def tuples(self) -> list[tuple[int, date, date]]:
+        return [
+            (
+                int(s),
+                date.fromordinal(_EPOCH_ORDINAL + int(a)),
+                date.fromordinal(_EPOCH_ORDINAL + int(b)),
+            )
+            for s, a, b in zip(*self.arrays(), strict=True)
+        ]
+
+
+def merge_ranges(
+    touched: Iterable[tuple[int, date, date]], gap_days: int = MERGE_GAP_DAYS
+) -> list[tuple[int, date, date]]:
+    """Sorted, non-overlapping (series_id, first_day, last_day) ranges covering `touched`."""
+    return DayRanges.of(touched).merged(gap_days).tuples()
+
+
+def _week_starts(days: np.ndarray) -> np.ndarray:
+    return days - (days + 3) % 7  # 1970-01-01 was a Thursday
+
+
+def _month_starts(days: np.ndarray, months_later: int = 0) -> np.ndarray:
+    months = days.astype("datetime64[D]").astype("datetime64[M]") + months_later
+    return months.astype("datetime64[D]").astype(np.int64)
+
+
+def _touched_rows(ranges: DayRanges, grains: Sequence[str]) -> tuple[np.ndarray, ...]:
+    """(kind, series_id, start, stop) arrays, stop exclusive: a row per day range, and per range
+    of whole weeks and of whole months holding them."""
+    parts = []
+    if "day" in grains:
+        parts.append((0, ranges.series_id, ranges.first, ranges.last + 1))
+    for grain, start_of, after in (
+        ("week", _week_starts, lambda days: _week_starts(days) + 7),
+        ("month", _month_starts, lambda days: _month_starts(days, 1)),
+    ):
+        if grain in grains:
+            # Day ranges of one series may share a month (never a week: they are a week apart).
+            buckets = DayRanges(
+                ranges.series_id, start_of(ranges.first), after(ranges.last) - 1
+            ).merged(gap_days=0)
+            parts.append((GRAINS.index(grain), buckets.series_id, buckets.first, buckets.last + 1))
+    kind = np.concatenate([np.full(len(p[1]), p[0], np.int64) for p in parts])
+    return kind, *(np.concatenate([p[i] for p in parts]) for i in (1, 2, 3))
+
+
+# ts_from/ts_to (used by day rows) widen a day range by a day each way, enough for any UTC
+# offset. On SQLite the text is what SQLAlchemy's Date and DateTime store there, so comparisons
+# with stored values agree.
+_FILL_SQLITE = """
+INSERT INTO kpi_touched (kind, series_id, start, stop, ts_from, ts_to)
+VALUES (?, ?, date(? * 86400, 'unixepoch'), date(? * 86400, 'unixepoch'),
+        date((? - 1) * 86400, 'unixepoch') || ' 00:00:00.000000',
+        date((? + 1) * 86400, 'unixepoch') || ' 00:00:00.000000')
+"""
+_DAY_US = 86_400_000_000
+
+
+def _fill_touched(connection: Connection, rows: tuple[np.ndarray, ...]) -> None:
+    """Through the driver: bulk writes come here often, and SQLAlchemy's processing of each
+    parameter would cost more than the insert."""
+    kind, sid, start, stop = rows
+    if connection.dialect.name == "sqlite":
+        columns = (a.tolist() for a in (kind, sid, start, stop, start, stop))
+        connection.exec_driver_sql(_FILL_SQLITE, list(zip(*columns, strict=True)))
+        return
+    data = pg_copy_data(
+        kind=(">i4", kind),
+        series_id=(">i4", sid),
+        start=(">i4", start - PG_EPOCH_DAYS),
+        stop=(">i4", stop - PG_EPOCH_DAYS),
+        ts_from=(">i8", (start - 1 - PG_EPOCH_DAYS) * _DAY_US),
+        ts_to=(">i8", (stop + 1 - PG_EPOCH_DAYS) * _DAY_US),
+    )
+    driver = connection.connection.driver_connection
+    columns = "kind, series_id, start, stop, ts_from, ts_to"
+    query = f"COPY kpi_touched ({columns}) FROM STDIN (FORMAT binary)"
+    with driver.cursor() as cursor, cursor.copy(query) as copy:
+        copy.write(data)
+
+
+# PostgreSQL's binary COPY format: a header, rows of (field count, then length and big-endian
+# value per field) and a trailer. numpy builds and reads whole blocks of it without a Python
+# object per row. Timestamps count µs, dates days, from 2000-01-01.
+PG_EPOCH_DAYS = 10_957  # 2000-01-01 in days since 1970-01-01
+PG_EPOCH_US = PG_EPOCH_DAYS * _DAY_US
+_PG_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
+_PG_TRAILER = b"\xff\xff"
+
+
+def pg_copy_dtype(**fields: str) -> np.dtype:
+    """The layout of one binary COPY row of the given fixed-size big-endian fields."""
+    layout = [("count", ">i2")]
+    for name, code in fields.items():
+        layout += [(f"{name}_length", ">i4"), (name, code)]
+    return np.dtype(layout)
+
+
+def pg_copy_data(**columns: tuple[str, np.ndarray]) -> bytes:
+    """A binary COPY payload from columns given as (big-endian dtype code, values)."""
+    dtype = pg_copy_dtype(**{name: code for name, (code, _) in columns.items()})
+    rows = np.empty(len(next(iter(columns.values()))[1]), dtype)
+    rows["count"] = len(columns)
+    for name, (code, values) in columns.items():
+        rows[f"{name}_length"] = np.dtype(code).itemsize
+        rows[name] = values
+    return _PG_HEADER + rows.tobytes() + _PG_TRAILER
+
+
+def pg_copy_rows(data: bytes, dtype: np.dtype) -> np.ndarray:
+    """The rows of a binary COPY … TO STDOUT of fixed-size, non-null fields."""
+    extension = int.from_bytes(data[15:19], "big")
+    body = len(data) - 19 - extension - len(_PG_TRAILER)
+    return np.frombuffer(data, dtype, offset=19 + extension, count=body // dtype.itemsize)
+
+
+def refresh(
+    connection: Connection,
+    touched: Iterable[tuple[int, date, date]] | DayRanges,
+    *,
+    grains: Sequence[str] = GRAINS,
+) -> int:
+    """Recompute the rollups of every local day in the touched (series_id, first_day, last_day)
+    ranges, then of the weeks and months holding them. Runs in the caller's transaction.
+
+    `grains` lets a bulk writer refresh days as it goes and weeks and months once at the end
+    (their day rollups must be current by then). Returns the number of day ranges."""
+    ranges = (touched if isinstance(touched, DayRanges) else DayRanges.of(touched)).merged()
+    if not len(ranges):
+        return 0
+    connection.execute(CreateTable(_touched, if_not_exists=True))
+    connection.execute(_touched.delete())
+    _fill_touched(connection, _touched_rows(ranges, grains))
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        # Temporary tables are never auto-analysed; statistics tell the planner it is small.
+        connection.execute(text("ANALYZE kpi_touched"))
+    with primary_key_probes(connection):
+        if "day" in grains:
+            statement = _DAY_BY_WINDOW if dialect == "postgresql" else _DAY_FROM_OBSERVATIONS
+            connection.execute(statement)
+        for grain in ("week", "month"):
+            if grain in grains:
+                statement = _bucket_statement(dialect, grain)
+                connection.execute(statement, {"grain": grain, "kind": GRAINS.index(grain)})
+    connection.execute(_touched.delete())
+    return len(ranges)
+
+
+# PostgreSQL's planner, seeing a few thousand touched rows, readily hashes them and scans all
+# of `observation` or `rollup` (its estimates for "ts between the outer row's bounds" are
+# generic): work proportional to the store, not to what was touched. Inside these statements
+# it may only join by nested loops, which probe the primary keys; JIT is off too, as large
+# estimates trigger compilation that costs more than the small work it speeds up.
+PROBE_SETTINGS = {"enable_hashjoin": "off", "enable_mergejoin": "off", "jit": "off"}
+
+
+@contextmanager
+def primary_key_probes(connection: Connection) -> Iterator[None]:
+    """Within the block, PostgreSQL joins only by nested loops (a no-op on SQLite, whose
+    CROSS JOINs fix the order). The caller's settings are restored afterwards."""
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    names = list(PROBE_SETTINGS)
+    before = connection.execute(
+        text("SELECT " + ", ".join(f"current_setting('{n}')" for n in names))
+    ).one()
+    _set_local(connection, PROBE_SETTINGS)
+    try:
+        yield
+    finally:
+        _set_local(connection, dict(zip(names, before, strict=True)))
+
+
+def _set_local(connection: Connection, settings: dict[str, str]) -> None:
+    calls = ", ".join(f"set_config(:n{i}, :v{i}, true)" for i in range(len(settings)))
+    params = {}
+    for i, (name, value) in enumerate(settings.items()):
+        params |= {f"n{i}": name, f"v{i}": value}
+    connection.execute(text(f"SELECT {calls}"), params)
+
+
+def rebuild_all(connection: Connection, *, tz: ZoneInfo | None = None) -> None:
+    """Recompute every rollup from the observations, e.g. after the time zone changed.
+
+    With `tz`, first recompute each observation's local `day` in that zone. Runs in the caller's
+    transaction; the cost is proportional to the whole store.
+    """
+    if tz is not None:
+        _recompute_days(connection, tz)
+    connection.execute(text("DELETE FROM rollup"))
+    spans = connection.execute(
+        text(
+            "SELECT series_id, min(day) AS first_day, max(day) AS last_day FROM observation "
+            "GROUP BY series_id ORDER BY series_id"
+        ).columns(series_id=Integer, first_day=Date, last_day=Date)
+    ).all()
+    for at in range(0, len(spans), REBUILD_BATCH):
+        refresh(connection, [tuple(row) for row in spans[at : at + REBUILD_BATCH]])
+
+
+def _recompute_days(connection: Connection, tz: ZoneInfo) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            text(
+                "UPDATE observation SET day = (ts AT TIME ZONE :tz)::date "
+                "WHERE day <> (ts AT TIME ZONE :tz)::date"
+            ),
+            {"tz": str(tz)},
+        )
+        return
+
+    # SQLite has no time zones: a Python function does the conversion row by row.
+    @lru_cache(maxsize=65536)
+    def local_day(ts: str) -> str:
+        moment = datetime.fromisoformat(ts).replace(tzinfo=UTC)
+        return moment.astimezone(tz).date().isoformat()
+
+    driver = connection.connection.driver_connection
+    driver.create_function("kpi_local_day", 1, local_day, deterministic=True)
+    connection.execute(
+        text("UPDATE observation SET day = kpi_local_day(ts) WHERE day <> kpi_local_day(ts)")
+    )
+
+
+def discrepancies(connection: Connection, *, tz: ZoneInfo | None = None) -> list[str]:
+    """Every way the stored rollups differ from rollups recomputed in Python from all
+    observations; empty when consistent. With `tz`, also checks each observation's `day`.
+
+    Loads the whole store into memory: for tests and diagnosis, not for requests.
+    """
+    expected: dict[tuple[str, int, date], list] = {}
+    problems: list[str] = []
+    observations = connection.execute(
+        select(Observation.series_id, Observation.ts, Observation.day, Observation.value)
+    ).all()
+    for series_id, ts, day, value in observations:
+        if tz is not None and ts.astimezone(tz).date() != day:
+            local = ts.astimezone(tz).date()
+            problems.append(
+                f"observation of series {series_id} at {ts.isoformat()}: day {day}, "
+                f"but it is {local} in {tz}"
+            )
+        for grain, start in (("day", day), ("week", week_start(day)), ("month", month_start(day))):
+            bucket = expected.get((grain, series_id, start))
+            if bucket is None:
+                expected[(grain, series_id, start)] = [value, 1, value, value, ts, value]
+                continue
+            bucket[0] += value
+            bucket[1] += 1
+            bucket[2] = min(bucket[2], value)
+            bucket[3] = max(bucket[3], value)
+            if ts > bucket[4]:
+                bucket[4], bucket[5] = ts, value
+    stored = {
+        (r.grain, r.series_id, r.start): [
+            r.total,
+            r.count,
+            r.minimum,
+            r.maximum,
+            r.last_ts,
+            r.last_value,
+        ]
+        for r in connection.execute(select(Rollup)).all()
+    }
+    names = ("total", "count", "minimum", "maximum", "last_ts", "last_value")
+    for key in sorted(expected.keys() | stored.keys(), key=lambda k: (k[1], k[0], k[2])):
+        label = f"{key[0]} rollup of series {key[1]} from {key[2]}"
+        if key not in stored:
+            problems.append(f"{label}: missing")
+        elif key not in expected:
+            problems.append(f"{label}: has no observations")
+        else:
+            for name, want, have in zip(names, expected[key], stored[key], strict=True):
+                if not _same(want, have):
+                    problems.append(f"{label}: {name} is {have!r}, expected {want!r}")
+    return problems
+
+
+def _same(want: object, have: object) -> bool:
+    if isinstance(want, float) and isinstance(have, float):
+        return abs(want - have) <= 1e-9 * max(1.0, abs(want), abs(have))
+    return want == have

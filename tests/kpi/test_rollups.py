@@ -1,0 +1,263 @@
+"""Day, week and month rollups: worked out by hand, kept current by imports, refreshed locally."""
+
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+from sqlalchemy import select, update
+
+from kpi import importer, rollups
+from kpi.models import Rollup, Series
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+# Berlin leaves summer time on 2026-10-25, so these are all CET (UTC+1) unless given an offset.
+FILE = """measure,date,value,branch
+hires,2026-10-26T09:00,10,Berlin
+hires,2026-10-26T17:00,4,Berlin
+hires,2026-10-31T23:30:00Z,7,Berlin
+hires,2026-11-01T12:00:00+01:00,1,Berlin
+hires,2026-11-02,100,Berlin
+"""
+
+
+def at(*args) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+# (grain, start): (total, count, minimum, maximum, last_ts, last_value), worked out by hand.
+EXPECTED = {
+    # Monday: 09:00 and 17:00 local; the later value (4) is last although 10 is larger.
+    ("day", date(2026, 10, 26)): (14.0, 2, 4.0, 10.0, at(2026, 10, 26, 16), 4.0),
+    # Sunday: 23:30Z on the 31st is 00:30 on the 1st in Berlin; 12:00+01:00 is 11:00Z.
+    ("day", date(2026, 11, 1)): (8.0, 2, 1.0, 7.0, at(2026, 11, 1, 11), 1.0),
+    # A date is local midnight: 23:00Z the day before.
+    ("day", date(2026, 11, 2)): (100.0, 1, 100.0, 100.0, at(2026, 11, 1, 23), 100.0),
+    # ISO week from Monday 26 October to Sunday 1 November, across the month's end.
+    ("week", date(2026, 10, 26)): (22.0, 4, 1.0, 10.0, at(2026, 11, 1, 11), 1.0),
+    ("week", date(2026, 11, 2)): (100.0, 1, 100.0, 100.0, at(2026, 11, 1, 23), 100.0),
+    ("month", date(2026, 10, 1)): (14.0, 2, 4.0, 10.0, at(2026, 10, 26, 16), 4.0),
+    ("month", date(2026, 11, 1)): (108.0, 3, 1.0, 100.0, at(2026, 11, 1, 23), 100.0),
+}
+
+
+def write(tmp_path, body: str, name: str = "measures.csv"):
+    path = tmp_path / name
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def stored(engine, measure: str = "hires") -> dict:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(Rollup)
+            .join(Series, Series.id == Rollup.series_id)
+            .where(Series.measure == measure)
+        ).all()
+    return {
+        (r.grain, r.start): (r.total, r.count, r.minimum, r.maximum, r.last_ts, r.last_value)
+        for r in rows
+    }
+
+
+def discrepancies(engine, tz=BERLIN) -> list[str]:
+    with engine.connect() as connection:
+        return rollups.discrepancies(connection, tz=tz)
+
+
+def test_rollups_match_hand_computed_values(catalog_engine, tmp_path):
+    importer.import_csv(catalog_engine, write(tmp_path, FILE), tz=BERLIN)
+    assert stored(catalog_engine) == EXPECTED
+    assert discrepancies(catalog_engine) == []
+
+
+def test_rollups_built_over_several_imports_are_the_same(catalog_engine, tmp_path):
+    lines = FILE.splitlines(keepends=True)
+    for n, line in enumerate(lines[1:]):
+        importer.import_csv(catalog_engine, write(tmp_path, lines[0] + line, f"{n}.csv"), tz=BERLIN)
+    assert stored(catalog_engine) == EXPECTED
+
+
+def test_a_value_changed_later_updates_its_day_week_and_month(catalog_engine, tmp_path):
+    importer.import_csv(catalog_engine, write(tmp_path, FILE), tz=BERLIN)
+    changed = FILE.replace("T09:00,10,", "T09:00,20,").replace(",100,", ",50,")
+
+    summary = importer.import_csv(catalog_engine, write(tmp_path, changed, "b.csv"), tz=BERLIN)
+
+    assert (summary.updated, summary.unchanged) == (2, 3)
+    expected = dict(EXPECTED)
+    expected[("day", date(2026, 10, 26))] = (24.0, 2, 4.0, 20.0, at(2026, 10, 26, 16), 4.0)
+    expected[("week", date(2026, 10, 26))] = (32.0, 4, 1.0, 20.0, at(2026, 11, 1, 11), 1.0)
+    expected[("month", date(2026, 10, 1))] = (24.0, 2, 4.0, 20.0, at(2026, 10, 26, 16), 4.0)
+    expected[("day", date(2026, 11, 2))] = (50.0, 1, 50.0, 50.0, at(2026, 11, 1, 23), 50.0)
+    expected[("week", date(2026, 11, 2))] = (50.0, 1, 50.0, 50.0, at(2026, 11, 1, 23), 50.0)
+    expected[("month", date(2026, 11, 1))] = (58.0, 3, 1.0, 50.0, at(2026, 11, 1, 23), 50.0)
+    assert stored(catalog_engine) == expected
+    assert discrepancies(catalog_engine) == []
+
+
+def test_a_later_observation_becomes_the_last_value(catalog_engine, tmp_path):
+    importer.import_csv(catalog_engine, write(tmp_path, FILE), tz=BERLIN)
+    later = "measure,date,value,branch\nhires,2026-10-31T22:00,3,Berlin\n"  # 21:00Z, Saturday
+    importer.import_csv(catalog_engine, write(tmp_path, later, "b.csv"), tz=BERLIN)
+
+    assert stored(catalog_engine)[("month", date(2026, 10, 1))] == (
+        17.0,
+        3,
+        3.0,
+        10.0,
+        at(2026, 10, 31, 21),
+        3.0,
+    )
+    # The week's latest is still Sunday's 11:00Z.
+    assert stored(catalog_engine)[("week", date(2026, 10, 26))] == (
+        25.0,
+        5,
+        1.0,
+        10.0,
+        at(2026, 11, 1, 11),
+        1.0,
+    )
+
+
+def test_a_refresh_touches_only_the_given_series_and_days(catalog_engine, tmp_path):
+    body = FILE + "hires,2026-11-02,5,Köln\n"
+    importer.import_csv(catalog_engine, write(tmp_path, body), tz=BERLIN)
+    with catalog_engine.begin() as connection:
+        berlin, cologne = connection.execute(select(Series.id).order_by(Series.id)).scalars()
+        connection.execute(update(Rollup).values(total=-1.0))
+        rollups.refresh(connection, [(berlin, date(2026, 11, 1), date(2026, 11, 1))])
+
+    totals = {(r.series_id, r.grain, r.start): r.total for r in _all(catalog_engine)}
+    assert totals == {
+        (berlin, "day", date(2026, 10, 26)): -1.0,  # not touched
+        (berlin, "day", date(2026, 11, 1)): 8.0,
+        (berlin, "day", date(2026, 11, 2)): -1.0,
+        (berlin, "week", date(2026, 10, 26)): 7.0,  # from its day rollups: -1 (stale) + 8
+        (berlin, "week", date(2026, 11, 2)): -1.0,
+        (berlin, "month", date(2026, 10, 1)): -1.0,
+        (berlin, "month", date(2026, 11, 1)): 7.0,
+        (cologne, "day", date(2026, 11, 2)): -1.0,
+        (cologne, "week", date(2026, 11, 2)): -1.0,
+        (cologne, "month", date(2026, 11, 1)): -1.0,
+    }
+
+
+@pytest.mark.parametrize("grains", [("day",), ("week", "month"), ("month",)])
+def test_a_refresh_recomputes_only_the_grains_asked_for(catalog_engine, tmp_path, grains):
+    importer.import_csv(catalog_engine, write(tmp_path, FILE), tz=BERLIN)
+    marker = {"day": -1.0, "week": -0.5, "month": -0.5}
+    with catalog_engine.begin() as connection:
+        [berlin] = connection.execute(select(Series.id)).scalars()
+        for grain, total in marker.items():
+            connection.execute(update(Rollup).where(Rollup.grain == grain).values(total=total))
+        touched = [(berlin, date(2026, 10, 26), date(2026, 11, 2))]
+        rollups.refresh(connection, touched, grains=grains)
+    recomputed = {(r.grain, r.start) for r in _all(catalog_engine) if r.total != marker[r.grain]}
+    assert recomputed == {key for key in EXPECTED if key[0] in grains}
+
+
+def _all(engine) -> list:
+    with engine.connect() as connection:
+        return connection.execute(select(Rollup)).all()
+
+
+def test_rebuild_all_restores_every_rollup(catalog_engine, tmp_path):
+    importer.import_csv(catalog_engine, write(tmp_path, FILE), tz=BERLIN)
+    with catalog_engine.begin() as connection:
+        connection.execute(update(Rollup).where(Rollup.grain == "week").values(total=0.0))
+        connection.execute(Rollup.__table__.delete().where(Rollup.grain == "month"))
+        assert rollups.discrepancies(connection) != []
+        rollups.rebuild_all(connection)
+    assert stored(catalog_engine) == EXPECTED
+    assert discrepancies(catalog_engine) == []
+
+
+def test_rebuild_all_in_another_time_zone_moves_days(catalog_engine, tmp_path):
+    importer.import_csv(catalog_engine, write(tmp_path, FILE), tz=BERLIN)
+    assert discrepancies(catalog_engine, tz=ZoneInfo("UTC")) != []
+
+    with catalog_engine.begin() as connection:
+        rollups.rebuild_all(connection, tz=ZoneInfo("UTC"))
+
+    assert discrepancies(catalog_engine, tz=ZoneInfo("UTC")) == []
+    days = {
+        start: value for (grain, start), value in stored(catalog_engine).items() if grain == "day"
+    }
+    # In UTC, 23:30Z on the 31st and 23:00Z on the 1st stay on their UTC days.
+    assert days == {
+        date(2026, 10, 26): (14.0, 2, 4.0, 10.0, at(2026, 10, 26, 16), 4.0),
+        date(2026, 10, 31): (7.0, 1, 7.0, 7.0, at(2026, 10, 31, 23, 30), 7.0),
+        date(2026, 11, 1): (101.0, 2, 1.0, 100.0, at(2026, 11, 1, 23), 100.0),
+    }
+
+
+def test_discrepancies_name_what_is_wrong(catalog_engine, tmp_path):
+    importer.import_csv(catalog_engine, write(tmp_path, FILE), tz=BERLIN)
+    with catalog_engine.begin() as connection:
+        connection.execute(
+            update(Rollup)
+            .where(Rollup.grain == "day", Rollup.start == date(2026, 11, 2))
+            .values(last_value=1.0)
+        )
+        problems = rollups.discrepancies(connection)
+    assert len(problems) == 1
+    assert problems[0].startswith("day rollup of series ")
+    assert problems[0].endswith("from 2026-11-02: last_value is 1.0, expected 100.0")
+
+
+@pytest.mark.parametrize(
+    ("day", "monday", "first"),
+    [
+        (date(2026, 10, 26), date(2026, 10, 26), date(2026, 10, 1)),
+        (date(2026, 11, 1), date(2026, 10, 26), date(2026, 11, 1)),
+        (date(2026, 1, 1), date(2025, 12, 29), date(2026, 1, 1)),
+        (date(2024, 2, 29), date(2024, 2, 26), date(2024, 2, 1)),
+    ],
+)
+def test_bucket_starts(day, monday, first):
+    assert rollups.week_start(day) == monday
+    assert rollups.month_start(day) == first
+
+
+def test_vectorised_bucket_starts_agree_with_the_calendar():
+    days = [date(2023, 12, 1) + timedelta(days=n) for n in range(4 * 366)]
+    numbers = np.array([(d - date(1970, 1, 1)).days for d in days])
+    assert [date(1970, 1, 1) + timedelta(days=int(n)) for n in rollups._week_starts(numbers)] == [
+        rollups.week_start(d) for d in days
+    ]
+    assert [date(1970, 1, 1) + timedelta(days=int(n)) for n in rollups._month_starts(numbers)] == [
+        rollups.month_start(d) for d in days
+    ]
+
+
+@pytest.mark.parametrize(
+    ("touched", "merged"),
+    [
+        ([], []),
+        ([(1, date(2026, 1, 5), date(2026, 1, 5))], [(1, date(2026, 1, 5), date(2026, 1, 5))]),
+        # Overlapping ranges of a series, and those at most a week apart, merge; other series
+        # stay apart.
+        (
+            [
+                (2, date(2026, 1, 1), date(2026, 1, 2)),
+                (1, date(2026, 1, 20), date(2026, 1, 21)),
+                (1, date(2026, 1, 1), date(2026, 1, 10)),
+                (1, date(2026, 1, 5), date(2026, 1, 6)),
+                (1, date(2026, 1, 19), date(2026, 1, 19)),
+            ],
+            [
+                (1, date(2026, 1, 1), date(2026, 1, 10)),
+                (1, date(2026, 1, 19), date(2026, 1, 21)),
+                (2, date(2026, 1, 1), date(2026, 1, 2)),
+            ],
+        ),
+        (
+            [(1, date(2026, 1, 1), date(2026, 1, 1)), (1, date(2026, 1, 9), date(2026, 1, 9))],
+            [(1, date(2026, 1, 1), date(2026, 1, 1)), (1, date(2026, 1, 9), date(2026, 1, 9))],
+        ),
+    ],
+)
+def test_merge_ranges(touched, merged):
+    assert rollups.merge_ranges(touched) == merged
