@@ -75,7 +75,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def import_csv(args, settings):
+def import_csv(args: argparse.Namespace, settings: Settings) -> int:
     import sys
 
     from kpi import importer
@@ -89,7 +89,21 @@ def import_csv(args, settings):
         progress=sys.stderr.isatty(),
     )
     print(summary.line())
+    if summary.changed and not args.dry_run and settings.slack_bot_token.get_secret_value():
+        _alerts_after_import(settings)
     return 0
+
+
+def _alerts_after_import(settings: Settings) -> None:
+    """New data may breach a target: evaluate alerts at once (when kpibot can post)."""
+    from bot.alerts import run_alerts
+    from bot.services import build_services
+
+    services = build_services(settings, open_engine(settings))
+    try:
+        print(alerts_line(run_alerts(services, as_of=services.clock())))
+    finally:
+        services.close()
 
 
 def demo(args, settings):

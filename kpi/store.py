@@ -2,6 +2,7 @@
 
 from datetime import datetime
 
+from sqlalchemy import Connection
 from sqlmodel import Session, select
 
 from kpi.models import AuditLog, Kpi, Measure, Meta, Target
@@ -74,6 +75,13 @@ def generation(*, session: Session) -> str:
 
 def bump_generation(*, session: Session) -> None:
     _bump(session, GENERATION)
+
+
+def bump_generation_on(connection: Connection) -> None:
+    """The same, inside a bare connection's transaction (the importer writes without the ORM)."""
+    with Session(bind=connection) as session:
+        bump_generation(session=session)
+        session.flush()
 
 
 def subscriptions_version(*, session: Session) -> str:

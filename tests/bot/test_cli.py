@@ -112,3 +112,40 @@ def test_ask_prints_the_answer_and_json_and_a_chart(store_env, tmp_path):
     )
     assert trend.returncode == 0 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert Path(out).stat().st_size < 150_000
+
+
+def test_import_reports_every_bad_line_and_stores_nothing(store_env, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "measure,date,value,branch\ncredit_sale,2026-10-05,1,Berlin\n"
+        "credit_sales,2026-13-01,1,Berlin\ncredit_sales,2026-10-05,lots,Berlin\n"
+    )
+    result = run("import", str(bad), env=store_env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "line 2" in result.stderr and "did you mean 'credit_sales'" in result.stderr
+    assert "line 3" in result.stderr and "line 4" in result.stderr
+    good = tmp_path / "good.csv"
+    good.write_text("measure,date,value,branch\ncredit_sales,2026-10-05,120000,Berlin\n")
+    assert "would" in run("import", str(good), "--dry-run", env=store_env).stdout
+    first = run("import", str(good), env=store_env)
+    assert first.returncode == 0 and "1 changed" in first.stdout
+    again = run("import", str(good), env=store_env)
+    assert again.returncode == 0 and "0 changed" in again.stdout
+
+
+def test_import_evaluates_alerts_when_it_can_post(store_env, tmp_path):
+    from bot.standin import SlackStandin
+
+    breach = tmp_path / "breach.csv"
+    breach.write_text(
+        "measure,date,value\nar_balance,2026-10-31,900000\ncredit_sales,2026-10-05,100000\n"
+    )
+    with SlackStandin() as slack:
+        env = store_env | {
+            "SLACK_BOT_TOKEN": "xoxb-test",
+            "SLACK_API_URL": slack.url,
+            "KPIBOT_ALERT_CHANNEL": "C0ALERTS",
+        }
+        result = run("import", str(breach), env=env)
+        assert result.returncode == 0 and "alerts:" in result.stdout, result.stderr
+        assert any("Days Sales Outstanding" in m["text"] for m in slack.messages("C0ALERTS"))

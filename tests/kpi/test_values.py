@@ -100,8 +100,11 @@ def test_missing_data_and_division_by_zero_give_no_data_with_a_reason(store):
     found = kpi_value(store, "dso", period_of("month", date(2025, 1, 1)))
     assert found[(0, None)].value is None
     assert "no data" in found[(0, None)].reason
-    load_records(store, [("hires", date(2026, 10, 3), 0, {}),
-                         ("days_to_fill", date(2026, 10, 3), 10, {})], tz=UTC_ZONE)  # fmt: skip
+    load_records(
+        store,
+        [("hires", date(2026, 10, 3), 0, {}), ("days_to_fill", date(2026, 10, 3), 10, {})],
+        tz=UTC_ZONE,
+    )
     found = kpi_value(store, "time_to_hire", OCTOBER)
     assert found[(0, None)].value is None and found[(0, None)].reason == "division by zero"
 
@@ -176,3 +179,18 @@ def test_as_of_on_the_first_of_a_month_reports_the_month_before(store):
     reply = service.ask("dso", viewer=Viewer(sees_all=True), as_of=as_of)
     assert reply.values["a"]["period"] == "October 2026"
     assert reply.values["a"]["value"] == "31.0 days"
+
+
+def test_an_import_refreshes_cached_answers(store):
+    service = KpiService(store, tz=UTC_ZONE)
+    as_of = datetime(2026, 11, 10, 9, tzinfo=UTC)
+    assert service.ask("dso", viewer=Viewer(sees_all=True), as_of=as_of).values["a"]["value"] == (
+        "31.0 days"
+    )
+    # Madrid's credit sales double: (400,000) / (150,000 + 500,000) × 31 = 19.1 days.
+    load_records(
+        store, [("credit_sales", date(2026, 10, 10), 500_000, {"branch": "Madrid"})], tz=UTC_ZONE
+    )
+    assert service.ask("dso", viewer=Viewer(sees_all=True), as_of=as_of).values["a"]["value"] == (
+        "19.1 days"
+    )
