@@ -110,7 +110,13 @@ def test_two_instances_deliver_every_due_digest_and_alert_exactly_once(store):
             for port in ports:
                 healthy(port, time.monotonic() + 60)
             expected = len(CHANNELS) + 1  # the digests and one DSO alert
-            slack.wait_for("chat.postMessage", count=expected, timeout=60)
+            try:
+                slack.wait_for("chat.postMessage", count=expected, timeout=90)
+            except AssertionError:
+                for process in processes:
+                    process.terminate()
+                logs = [p.communicate(timeout=30)[1].decode()[-3000:] for p in processes]
+                raise AssertionError(f"not all sent; the instances said: {logs}") from None
             # Several more ticks and alert passes of both instances must not send anything twice.
             with pytest.raises(AssertionError):
                 slack.wait_for("chat.postMessage", count=expected + 1, timeout=5)
