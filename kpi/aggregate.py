@@ -90,7 +90,7 @@ def measure_values(
     return {(int(s), g): float(v) for s, g, v in rows if v is not None}
 
 
-def _range_sql(slices: Sequence[Sequence[Bucket]], params: dict[str, object]) -> str:
+def _range_sql(slices: Sequence[Sequence[Bucket]], params: dict[str, object]) -> tuple[str, str]:
     """A CASE giving each rollup row its slice number, and the WHERE that bounds the scan."""
     cases, bounds = [], []
     for i, buckets in enumerate(slices):
@@ -100,7 +100,15 @@ def _range_sql(slices: Sequence[Sequence[Bucket]], params: dict[str, object]) ->
             condition = f"(r.grain = :g{key} AND r.start >= :a{key} AND r.start < :b{key})"
             cases.append(f"WHEN {condition} THEN {i}")
             bounds.append(condition)
-    return f"CASE {' '.join(cases)} END", " OR ".join(bounds)
+    # One plain range beside the OR, so the planner can seek the primary key
+    # (grain, series_id, start) instead of reading every series' rollups.
+    buckets = [b for found in slices for b in found]
+    grains = sorted({b.grain for b in buckets})
+    params |= {f"grain{k}": g for k, g in enumerate(grains)}
+    params |= {"lo": min(b.start for b in buckets), "hi": max(b.end for b in buckets)}
+    grain_list = ", ".join(f":grain{k}" for k in range(len(grains)))
+    seek = f"r.grain IN ({grain_list}) AND r.start >= :lo AND r.start < :hi"
+    return f"CASE {' '.join(cases)} END", f"{seek} AND ({' OR '.join(bounds)})"
 
 
 def _filter_sql(filters: Sequence[tuple[str, str]], params: dict[str, object]) -> str:
@@ -115,9 +123,11 @@ def _filter_sql(filters: Sequence[tuple[str, str]], params: dict[str, object]) -
 
 def _per_series_sql(over_time: str, ranges: tuple[str, str], filters: str) -> str:
     slice_case, bounds = ranges
+    # CROSS JOIN fixes SQLite's join order: the measure's series first, then each one's rollups
+    # by primary key (PostgreSQL plans it as any join).
     scan = (
-        f"FROM rollup r JOIN series s ON s.id = r.series_id "
-        f"WHERE s.measure = :measure AND ({bounds}) {filters}"
+        f"FROM series s CROSS JOIN rollup r "
+        f"WHERE r.series_id = s.id AND s.measure = :measure AND {bounds} {filters}"
     )
     if over_time != "last":
         return (
