@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 
 from bot.notify import Notifier
 from bot.settings import Settings
-from kpi.service import KpiService, Viewer
+from kpi.service import KpiService, Snapshot, Viewer
 
 GROUPS_TTL_SECONDS = 300
 RETRY_GROUPS_SECONDS = 30
@@ -117,9 +117,9 @@ class Services:
     # Which process holds a claim: visible in the delivery table when something is stuck.
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
-    def viewer(self, user: str, channel: str) -> Viewer:
+    def viewer(self, user: str, channel: str, snap: Snapshot | None = None) -> Viewer:
         # Slack is asked for user groups only when some KPI's visibility names one.
-        groups = self.groups.of(user) if self.kpis.names_user_groups() else frozenset()
+        groups = self.groups.of(user) if self.kpis.names_user_groups(snap) else frozenset()
         return Viewer(user=user, channel=channel, groups=groups)
 
     def now(self) -> datetime:

@@ -140,9 +140,14 @@ def parse(
     dimensions: Mapping[str, Collection[str]],
     as_of: datetime,
     tz: tzinfo,
+    vocabulary: Vocabulary | None = None,
 ) -> Request:
-    """Read one `/kpi` text; raises QueryError (or UnknownKpi, PeriodError) if it can't."""
-    context = _Context(kpis, areas, measures, dimensions, as_of, tz)
+    """Read one `/kpi` text; raises QueryError (or UnknownKpi, PeriodError) if it can't.
+
+    Pass a prebuilt `vocabulary` to skip indexing the names (then kpis…dimensions are unused).
+    """
+    vocabulary = vocabulary or Vocabulary(kpis, areas, measures, dimensions)
+    context = _Context(vocabulary, as_of, tz)
     words = _words(text)
     if not words:
         return Help()
@@ -230,8 +235,8 @@ class _Lookup(Generic[T]):
         return (self._by_phrase[found[0]][0], found[1]) if found else None
 
 
-class _Context:
-    """Everything `parse` was given, indexed for matching."""
+class Vocabulary:
+    """The names `parse` matches against, indexed once; build one per catalog and reuse it."""
 
     def __init__(
         self,
@@ -239,8 +244,6 @@ class _Context:
         areas: Sequence[str],
         measures: Sequence[str],
         dimensions: Mapping[str, Collection[str]],
-        as_of: datetime,
-        tz: tzinfo,
     ) -> None:
         self.kpis = {kpi.key: kpi for kpi in kpis}
         self.kpi_names = _Lookup(
@@ -254,6 +257,13 @@ class _Context:
         self.values = _Lookup(
             (value, (dim, value)) for dim in dimensions for value in dimensions[dim]
         )
+
+
+class _Context:
+    """A vocabulary and the moment of asking."""
+
+    def __init__(self, vocabulary: Vocabulary, as_of: datetime, tz: tzinfo) -> None:
+        self.__dict__.update(vocabulary.__dict__)
         local_today(as_of, tz)  # fail fast on a naive as_of, whatever the text
         self.as_of, self.tz = as_of, tz
 

@@ -12,14 +12,14 @@ from threading import Lock
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from kpi import catalog, digests, importer, incidents, query, store
 from kpi.aggregate import Scope, dimension_values
 from kpi.db import session_scope
 from kpi.errors import KpibotError, PermissionDenied
 from kpi.formatting import fmt, fmt_day, fmt_input
-from kpi.models import Alert, Kpi
+from kpi.models import Alert, Kpi, Meta
 from kpi.periods import Period, current_period, default_range, local_today
 from kpi.scorecard import card, digest_week, scorecard_view, selected
 from kpi.values import Catalog, Evaluated, KpiDef, evaluate, load_catalog, values
@@ -35,6 +35,7 @@ from kpi.views import (
 )
 
 CACHE_SIZE = 1024
+GENERATION_QUERY = select(Meta.value).where(Meta.key == store.GENERATION)
 MAX_ALERTS_SHOWN = 40
 
 
@@ -70,6 +71,13 @@ class Snapshot:
     generation: str
     catalog: Catalog
     dimensions: dict[str, list[str]]
+    # Parser vocabularies per set of visible KPIs: indexing names costs more than parsing.
+    vocabularies: dict[tuple[str, ...], query.Vocabulary] = field(default_factory=dict)
+
+    @property
+    def names_user_groups(self) -> bool:
+        """Whether any KPI's visibility lists a Slack user group (ids start with S)."""
+        return any(e.startswith("S") for k in self.catalog.kpis.values() for e in k.kpi.visibility)
 
 
 class KpiService:
@@ -82,6 +90,16 @@ class KpiService:
         self._lock = Lock()
 
     # -- what the store holds now -------------------------------------------------------------
+
+    def current(self) -> Snapshot:
+        """The snapshot for this request: one small read of the store's generation."""
+        with self.engine.connect() as connection:
+            generation = connection.execute(GENERATION_QUERY).scalar() or "0"
+        snap = self._snapshot
+        if snap is not None and snap.generation == generation:
+            return snap
+        with Session(self.engine) as session:
+            return self.snapshot(session)
 
     def snapshot(self, session: Session) -> Snapshot:
         current = store.generation(session=session)
@@ -99,49 +117,73 @@ class KpiService:
     # -- asking -------------------------------------------------------------------------------
 
     def ask(self, text: str, *, viewer: Viewer, as_of: datetime) -> Reply:
-        return self.answer(self.parse(text, viewer=viewer, as_of=as_of), viewer=viewer, as_of=as_of)
+        snap = self.current()
+        request = self.parse(text, viewer=viewer, as_of=as_of, snap=snap)
+        return self.answer(request, viewer=viewer, as_of=as_of, snap=snap)
 
-    def parse(self, text: str, *, viewer: Viewer, as_of: datetime) -> query.Request:
+    def parse(
+        self, text: str, *, viewer: Viewer, as_of: datetime, snap: Snapshot | None = None
+    ) -> query.Request:
         """The typed request; a KPI the viewer may not see is unknown to the parser."""
-        with Session(self.engine) as session:
-            snap = self.snapshot(session)
+        snap = snap or self.current()
         return query.parse(
             text,
-            kpis=[_name_of(d) for d in self.visible(snap, viewer)],
-            areas=snap.catalog.areas(),
-            measures=list(snap.catalog.measures),
-            dimensions=snap.dimensions,
+            kpis=(),
+            areas=(),
+            measures=(),
+            dimensions={},
             as_of=as_of,
             tz=self.tz,
+            vocabulary=self._vocabulary(snap, viewer),
         )
 
-    def names_user_groups(self) -> bool:
-        """Whether any KPI's visibility lists a Slack user group (ids start with S)."""
-        with Session(self.engine) as session:
-            kpis = self.snapshot(session).catalog.kpis.values()
-        return any(entry.startswith("S") for k in kpis for entry in k.kpi.visibility)
+    def _vocabulary(self, snap: Snapshot, viewer: Viewer) -> query.Vocabulary:
+        visible = self.visible(snap, viewer)
+        key = tuple(d.key for d in visible)
+        found = snap.vocabularies.get(key)
+        if found is None:
+            found = query.Vocabulary(
+                kpis=[_name_of(d) for d in visible],
+                areas=snap.catalog.areas(),
+                measures=list(snap.catalog.measures),
+                dimensions=snap.dimensions,
+            )
+            snap.vocabularies[key] = found
+        return found
+
+    def names_user_groups(self, snap: Snapshot | None = None) -> bool:
+        return (snap or self.current()).names_user_groups
 
     def may_see(self, kpi_key: str, viewer: Viewer) -> bool:
-        with Session(self.engine) as session:
-            found = self.snapshot(session).catalog.kpis.get(kpi_key)
+        found = self.current().catalog.kpis.get(kpi_key)
         return found is not None and viewer.may_see(found.kpi)
 
-    def answer(self, request: query.Request, *, viewer: Viewer, as_of: datetime) -> Reply:
+    def answer(
+        self,
+        request: query.Request,
+        *,
+        viewer: Viewer,
+        as_of: datetime,
+        snap: Snapshot | None = None,
+    ) -> Reply:
+        snap = snap or self.current()
+        if isinstance(request, query.Ask | query.Trend):
+            # Complete periods change only with the data: answers are kept per generation.
+            compute = self._ask if isinstance(request, query.Ask) else self._trend
+            key = f"{request!r}@{local_today(as_of, self.tz)}"
+            return self._cached(key, lambda: self._in_session(compute, snap, request, as_of))
         with Session(self.engine) as session:
-            snap = self.snapshot(session)
             return self._answer(session, snap, request, viewer=viewer, as_of=as_of)
+
+    def _in_session(self, compute, *args):
+        with Session(self.engine) as session:
+            return compute(session, *args)
 
     def _answer(self, session, snap: Snapshot, request, *, viewer: Viewer, as_of: datetime):
         if isinstance(request, query.Help):
             return Reply("help.json.j2", {"areas": snap.catalog.areas()})
         if isinstance(request, query.ListKpis):
             return self._list(session, snap, request, viewer, as_of)
-        if isinstance(request, query.Ask):
-            key = f"{request!r}@{local_today(as_of, self.tz)}"
-            return self._cached(key, lambda: self._ask(session, snap, request, as_of))
-        if isinstance(request, query.Trend):
-            key = f"{request!r}@{local_today(as_of, self.tz)}"
-            return self._cached(key, lambda: self._trend(session, snap, request, as_of))
         if isinstance(request, query.Alerts):
             return self._alerts(session, snap, viewer)
         if isinstance(request, query.Subscribe):

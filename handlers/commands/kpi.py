@@ -15,14 +15,15 @@ def kpi_command(
     ack: Ack, command: dict, respond: Respond, services: Services, logger: logging.Logger
 ) -> None:
     text = command.get("text", "")
-    viewer = services.viewer(command["user_id"], command["channel_id"])
+    snap = services.kpis.current()  # one look at the store for the whole request
+    viewer = services.viewer(command["user_id"], command["channel_id"], snap)
     as_of = services.now()
-    request = services.kpis.parse(text, viewer=viewer, as_of=as_of)
+    request = services.kpis.parse(text, viewer=viewer, as_of=as_of, snap=snap)
     if isinstance(request, Trend):
         ack(response_type="ephemeral", **renderer().message("working.json.j2", text=text))
         services.executor.submit(send_trend, services, request, viewer, as_of, respond, text)
         return
-    reply = services.kpis.answer(request, viewer=viewer, as_of=as_of)
+    reply = services.kpis.answer(request, viewer=viewer, as_of=as_of, snap=snap)
     message = render_reply(reply, share=share_value(reply, text, as_of))
     ack(response_type="ephemeral", **message)
     if isinstance(request, Record):
