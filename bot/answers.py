@@ -21,7 +21,13 @@ def renderer() -> Renderer:
 
 
 def render_reply(reply: Reply, **extra: object) -> dict:
-    return renderer().message(reply.template, **reply.values, **extra)
+    """The reply as a message. Replies are cached per store generation; so are their renderings,
+    which saves a template render and a JSON parse on every repeated question."""
+    key = tuple(sorted((k, str(v)) for k, v in extra.items()))
+    rendered = reply.extra.setdefault("rendered", {})
+    if key not in rendered:
+        rendered[key] = renderer().message(reply.template, **reply.values, **extra)
+    return dict(rendered[key])  # callers pass it on to Slack; none of them changes it
 
 
 def chart_png(reply: Reply) -> bytes:
@@ -61,7 +67,10 @@ def share_value(reply: Reply, text: str, as_of: datetime) -> str | None:
     """The Share button carries the question and its moment, so the post is the same answer."""
     if reply.kpi is None:
         return None
-    value = json.dumps({"text": text, "as_of": as_of.isoformat()}, ensure_ascii=False)
+    # Periods are made of local dates, so the day's start gives the same answer all day long
+    # (and the same button, so the rendered answer can be reused).
+    day = as_of.replace(hour=0, minute=0, second=0, microsecond=0)
+    value = json.dumps({"text": text, "as_of": day.isoformat()}, ensure_ascii=False)
     return value if len(value) <= SHARE_VALUE_LIMIT else None
 
 
