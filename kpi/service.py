@@ -198,6 +198,11 @@ class KpiService:
             return self._record(snap, request, viewer, as_of)
         raise KpibotError("That part of kpibot is not ready yet.", example="/kpi dso last month")
 
+    def forget_answers(self) -> None:
+        """Drop cached answers (the snapshot stays): for benchmarks of the engine's own work."""
+        with self._lock:
+            self._answers.clear()
+
     def _cached(self, key: str, compute):
         with self._lock:
             hit = self._answers.get(key)
