@@ -1,5 +1,5 @@
-"""The store's tables. Timestamps are naive UTC; `day`/`start` columns are local calendar dates
-in the organisation's time zone, which is what periods are made of."""
+"""The store's tables. Timestamps are aware UTC (sqlmodel's UTCDateTime); `day`/`start` columns
+are local calendar dates in the organisation's time zone, which is what periods are made of."""
 
 from datetime import date, datetime
 
