@@ -4,6 +4,7 @@
 how often or how exactly the scheduler fires, only on the claims in the database.
 """
 
+import json
 import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from kpi.service import Viewer
 
 log = logging.getLogger("kpibot")
 SENDERS = 8
+CHART_CACHE = 64
 
 
 def send_due(services: Services, *, as_of: datetime) -> Counter:
@@ -77,7 +79,7 @@ def _attach_chart(services: Services, due: digests.Due, ts: str, sparks: list) -
     if not sparks:
         return
     try:
-        png = sparkline_grid_png([Spark(**s) for s in sparks])
+        png = _chart(services, sparks)
         services.notifier.upload(
             due.channel,
             png,
@@ -87,6 +89,20 @@ def _attach_chart(services: Services, due: digests.Due, ts: str, sparks: list) -
         )
     except (PermanentFailure, SlackApiError, SlackClientError, OSError) as error:
         log.warning("digest chart for %s failed: %s", due.channel, _code(error))
+
+
+def _chart(services: Services, sparks: list) -> bytes:
+    """Channels with the same KPIs get the same picture: draw it once (it costs ~0.3 s of CPU)."""
+    key = json.dumps(sparks, sort_keys=True, default=str)
+    with services.charts_lock:
+        png = services.charts.get(key)
+    if png is None:
+        png = sparkline_grid_png([Spark(**s) for s in sparks])
+        with services.charts_lock:
+            services.charts[key] = png
+            while len(services.charts) > CHART_CACHE:
+                services.charts.pop(next(iter(services.charts)))
+    return png
 
 
 def _record_failure(services: Services, due: digests.Due, code: str, *, final: bool) -> None:

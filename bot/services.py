@@ -114,6 +114,9 @@ class Services:
     executor: ThreadPoolExecutor
     notifier: Notifier
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # Digest charts by content: many channels subscribe to the same KPIs.
+    charts: dict[str, bytes] = field(default_factory=dict)
+    charts_lock: Lock = field(default_factory=Lock)
     # Which process holds a claim: visible in the delivery table when something is stuck.
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 

@@ -68,7 +68,11 @@ def _take_over(session: Session, *, key: str, owner: str, now: datetime, lease: 
         return None  # someone is (or may be) sending it right now
     taken = session.execute(
         update(Delivery)
-        .where(Delivery.key == key, Delivery.claimed_at == row.claimed_at)
+        .where(
+            Delivery.key == key,
+            Delivery.claimed_at == row.claimed_at,
+            Delivery.attempts == row.attempts,  # equal clocks must not let two take it over
+        )
         .values(owner=owner, claimed_at=now, state="claimed", attempts=row.attempts + 1)
     )
     return Claim(key, row.attempts + 1, row.late) if taken.rowcount == 1 else None
