@@ -11,10 +11,6 @@ from kpi.db import open_store, session_scope
 from kpi.errors import KpibotError
 
 
-class NotYet(KpibotError):
-    pass
-
-
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -42,10 +38,6 @@ def catalog_load(args: argparse.Namespace, settings: Settings) -> int:
         f"{counts['targets']} targets added or changed"
     )
     return 0
-
-
-def _not_yet(what: str, issue: str) -> int:
-    raise NotYet(f"`kpibot {what}` is not available yet ({issue}).")
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,25 +1,16 @@
 """KPI values: formulas over aggregated measures, targets, status, change, breakdowns, trends."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import date
+from dataclasses import dataclass
 
 from sqlmodel import Session, select
 
 from kpi.aggregate import NO_SCOPE, Scope, buckets_for, measure_values
 from kpi.formulas import Formula, parse_formula
 from kpi.models import Kpi, Measure, Target
+from kpi.periods import Period
 
 STATUSES = ("on_target", "at_risk", "off_target", "no_data")
-
-
-class PeriodLike:
-    """What the engine needs of a period (kpi.periods.Period provides it)."""
-
-    start: date
-    end: date
-    grain: str
-    days: int
 
 
 @dataclass(frozen=True)
@@ -73,12 +64,6 @@ class Value:
     reason: str | None = None  # why there is no value
 
 
-@dataclass(frozen=True)
-class Status:
-    status: str
-    target: Target | None
-
-
 def status_of(value: float | None, target: Target | None, better: str) -> str:
     if value is None:
         return "no_data"
@@ -112,7 +97,7 @@ def change_of(value: float | None, previous: float | None, better: str) -> Chang
 def values(
     session: Session,
     kpi: KpiDef,
-    periods: Sequence[PeriodLike],
+    periods: Sequence[Period],
     scope: Scope = NO_SCOPE,
 ) -> dict[tuple[int, str | None], Value]:
     """The KPI for each period (and each group when `scope.by`): one query per measure."""
@@ -153,11 +138,10 @@ class Evaluated:
     target: Target | None
     change: Change | None
     group: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def evaluate(
-    session: Session, kpi: KpiDef, period: PeriodLike, previous: PeriodLike, scope: Scope = NO_SCOPE
+    session: Session, kpi: KpiDef, period: Period, previous: Period, scope: Scope = NO_SCOPE
 ) -> list[Evaluated]:
     """The KPI for the period and the one before, per group when `scope.by` is set."""
     found = values(session, kpi, [period, previous], scope)
