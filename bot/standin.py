@@ -353,11 +353,14 @@ class SlackStandin:
         return _Answer(200, {"ok": False, "error": fault.error})
 
     def _over_limit(self, method: str, args: dict[str, Any]) -> _Answer | None:
-        """Slack's posting limits, when switched on; a sliding one-second window."""
+        """Slack's limits, when switched on, over a sliding one-second window: per method per
+        workspace (as Slack applies them: "per API method per workspace per app"), and for
+        chat.postMessage also per channel."""
         now = time.monotonic()
-        checks = [("*", self.workspace_limit_per_second)]
+        checks = [(f"method:{method}", self.workspace_limit_per_second)]
         if method == "chat.postMessage":
-            checks.append((str(args.get("channel")), self.post_limit_per_channel_per_second))
+            channel = f"channel:{args.get('channel')}"
+            checks.append((channel, self.post_limit_per_channel_per_second))
         for key, limit in checks:
             if limit is None:
                 continue
