@@ -8,6 +8,7 @@ import json
 import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -22,23 +23,43 @@ from kpi.models import Subscription
 from kpi.service import Viewer
 
 log = logging.getLogger("kpibot")
-SENDERS = 8
-CHART_CACHE = 64
+# Senders mostly wait (on Slack, on a Retry-After); more of them keep one 429 from holding up
+# the rest. Charts go after every digest of the pass, by fewer threads: they are extras.
+SENDERS = 32
+CHART_SENDERS = 8
+
+
+@dataclass(frozen=True)
+class _Chart:
+    """A sent digest's chart, still to be attached in its thread."""
+
+    due: digests.Due
+    ts: str
+    sparks: list
 
 
 def send_due(services: Services, *, as_of: datetime) -> Counter:
-    """Send what is due at `as_of`; returns counts of sent, late, failed, paused, skipped."""
+    """Send what is due at `as_of`; returns counts of sent, late, failed, paused, skipped.
+
+    Every digest goes out before any chart: a chart costs three Slack calls (files upload v2)
+    and the picture, and nobody should wait for their scorecard because of another's chart."""
     with session_scope(services.engine) as session:
         subscriptions = {s.id: s for s in digests.active_subscriptions(session)}
     due = digests.due(subscriptions.values(), as_of)
     with ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="kpibot-digest") as pool:
-        outcomes = list(
+        sent = list(
             pool.map(lambda d: send_one(services, d, subscriptions[d.subscription_id]), due)
         )
-    return Counter(outcomes)
+    charts = [chart for _, chart in sent if chart is not None]
+    with ThreadPoolExecutor(max_workers=CHART_SENDERS, thread_name_prefix="kpibot-chart") as pool:
+        list(pool.map(lambda c: _attach_chart(services, c), charts))
+    return Counter(outcome for outcome, _ in sent)
 
 
-def send_one(services: Services, due: digests.Due, sub: Subscription) -> str:
+def send_one(
+    services: Services, due: digests.Due, sub: Subscription
+) -> tuple[str, "_Chart | None"]:
+    """Claim, build and post one digest: (outcome, its chart still to attach)."""
     with session_scope(services.engine) as session:
         claim = claims.claim(
             session,
@@ -50,20 +71,19 @@ def send_one(services: Services, due: digests.Due, sub: Subscription) -> str:
             late=due.late,
         )
     if claim is None:
-        return "skipped"
+        return "skipped", None
     try:
         ts, sparks = _deliver(services, due, sub)
     except PermanentFailure as failure:
         _record_failure(services, due, failure.code, final=True)
         _pause(services, sub, failure.code)
-        return "paused"
+        return "paused", None
     except (SlackApiError, SlackClientError, OSError) as error:
         _record_failure(services, due, _code(error), final=False)
-        return "failed"
+        return "failed", None
     with session_scope(services.engine) as session:
         claims.mark_sent(session, key=due.key, ts=ts, now=services.clock())
-    _attach_chart(services, due, ts, sparks)
-    return "late" if due.late else "sent"
+    return ("late" if due.late else "sent"), (_Chart(due, ts, sparks) if sparks else None)
 
 
 def _deliver(services: Services, due: digests.Due, sub: Subscription) -> tuple[str, list]:
@@ -74,18 +94,17 @@ def _deliver(services: Services, due: digests.Due, sub: Subscription) -> tuple[s
     return services.notifier.post(due.channel, render_reply(reply)), reply.extra["sparks"]
 
 
-def _attach_chart(services: Services, due: digests.Due, ts: str, sparks: list) -> None:
+def _attach_chart(services: Services, chart: _Chart) -> None:
     """The chart goes in the digest's thread; a failed chart never undoes a sent digest."""
-    if not sparks:
-        return
+    due = chart.due
     try:
-        png = _chart(services, sparks)
+        png = _chart(services, chart.sparks)
         services.notifier.upload(
             due.channel,
             png,
             filename=f"kpi-digest-{due.week}.png",
             title=f"KPIs · {due.week}",
-            thread_ts=ts,
+            thread_ts=chart.ts,
         )
     except (PermanentFailure, SlackApiError, SlackClientError, OSError) as error:
         log.warning("digest chart for %s failed: %s", due.channel, _code(error))
@@ -94,14 +113,10 @@ def _attach_chart(services: Services, due: digests.Due, ts: str, sparks: list) -
 def _chart(services: Services, sparks: list) -> bytes:
     """Channels with the same KPIs get the same picture: draw it once (it costs ~0.3 s of CPU)."""
     key = json.dumps(sparks, sort_keys=True, default=str)
-    with services.charts_lock:
-        png = services.charts.get(key)
+    png = services.charts.get(key)
     if png is None:
         png = sparkline_grid_png([Spark(**s) for s in sparks])
-        with services.charts_lock:
-            services.charts[key] = png
-            while len(services.charts) > CHART_CACHE:
-                services.charts.pop(next(iter(services.charts)))
+        services.charts.put(key, png)
     return png
 
 

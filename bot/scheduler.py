@@ -82,7 +82,9 @@ class Schedule:
             if version == self.version:
                 return
             subscriptions = digests.active_subscriptions(session)
-        wanted = {f"digest-{s.id}": s for s in subscriptions}
+        # One job per distinct (weekday, time, zone), not per subscription: a thousand channels
+        # on Monday 09:00 are one fire, whose send_due sends all of them.
+        wanted = {_job_id(s): s for s in subscriptions}
         for job in self.scheduler.get_jobs():
             if job.id.startswith("digest-") and job.id not in wanted:
                 job.remove()
@@ -93,3 +95,8 @@ class Schedule:
             )
             self.scheduler.add_job(self.send_due, trigger, id=job_id, replace_existing=True)
         self.version = version
+
+
+def _job_id(sub) -> str:
+    at = digests.parse_at(sub.at)
+    return f"digest-{sub.weekday}-{at:%H%M}-{sub.tz}"

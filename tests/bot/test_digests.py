@@ -73,6 +73,21 @@ def test_a_due_digest_is_sent_once_and_recorded_with_its_ts(services, slack):
     assert upload.args["thread_ts"] == message["ts"] and upload.args["channel_id"] == "C0FIN"
 
 
+def test_every_digest_is_posted_before_any_chart_is_uploaded(services, slack):
+    channels = [f"C0ORDER{i}" for i in range(5)]
+    for channel in channels:
+        subscribe(services, channel)
+    assert send_due(services, as_of=MONDAY) == {"sent": 5}
+    methods = [call.method for call in slack.calls]
+    last_post = max(i for i, m in enumerate(methods) if m == "chat.postMessage")
+    first_upload = methods.index("files.getUploadURLExternal")
+    assert last_post < first_upload
+    # ... and every digest still gets its chart, in its own thread.
+    uploads = slack.calls_to("files.completeUploadExternal")
+    threads = {(u.args["channel_id"], u.args["thread_ts"]) for u in uploads}
+    assert threads == {(c, top_level(slack, c)[0]["ts"]) for c in channels}
+
+
 def test_the_scorecard_shows_the_last_complete_week_with_status_and_change(services, slack):
     subscribe(services, "C0FIN", items=["back_office_complaints"])
     send_due(services, as_of=MONDAY)
@@ -92,7 +107,7 @@ def test_two_workers_racing_for_the_same_claim_send_once(services, slack):
 
     def worker():
         barrier.wait()
-        outcomes.append(send_one(services, due, sub))
+        outcomes.append(send_one(services, due, sub)[0])
 
     threads = [threading.Thread(target=worker) for _ in range(2)]
     for t in threads:
