@@ -31,7 +31,6 @@ def create_app(settings, services: Services) -> App:
     @app.middleware
     def provide_services(context: BoltContext, next_: Callable[[], None]) -> None:
         context["services"] = services
-        context["request_id"] = uuid.uuid4().hex[:12]
         next_()
 
     app.error(reply_with_error)
@@ -46,7 +45,7 @@ def reply_with_error(
     if not isinstance(error, KpibotError):
         logger.error(
             "request %s failed: %s: %s",
-            context.get("request_id", "-"),
+            uuid.uuid4().hex[:12],  # to find this one in the log when someone reports it
             type(error).__name__,
             error,
             exc_info=error,

@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from threading import Lock
 from zoneinfo import ZoneInfo
 
@@ -37,6 +38,7 @@ from kpi.views import (
 CACHE_SIZE = 1024
 GENERATION_SQL = f"SELECT value FROM meta WHERE key = '{store.GENERATION}'"
 MAX_ALERTS_SHOWN = 40
+SEEN_BY_LIMIT = 10_000  # distinct (channel, groups) remembered per snapshot
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,20 @@ class Snapshot:
     dimensions: dict[str, list[str]]
     # Parser vocabularies per set of visible KPIs: indexing names costs more than parsing.
     vocabularies: dict[tuple[str, ...], query.Vocabulary] = field(default_factory=dict)
+    # Visible KPI keys per (channel, groups): every request needs them, the catalog rarely changes.
+    seen_by: dict[tuple, tuple[str, ...]] = field(default_factory=dict)
 
-    @property
+    def visible_keys(self, viewer: "Viewer") -> tuple[str, ...]:
+        who = (viewer.channel, viewer.groups, viewer.sees_all)
+        found = self.seen_by.get(who)
+        if found is None:
+            found = tuple(d.key for d in self.catalog.kpis.values() if viewer.may_see(d.kpi))
+            if len(self.seen_by) >= SEEN_BY_LIMIT:
+                self.seen_by.clear()
+            self.seen_by[who] = found
+        return found
+
+    @cached_property
     def names_user_groups(self) -> bool:
         """Whether any KPI's visibility lists a Slack user group (ids start with S)."""
         return any(e.startswith("S") for k in self.catalog.kpis.values() for e in k.kpi.visibility)
@@ -121,7 +135,12 @@ class KpiService:
         return snap
 
     def visible(self, snap: Snapshot, viewer: Viewer) -> list[KpiDef]:
-        return [d for d in snap.catalog.kpis.values() if viewer.may_see(d.kpi)]
+        return [snap.catalog.kpis[key] for key in snap.visible_keys(viewer)]
+
+    def question_key(self, text: str, *, viewer: Viewer, as_of: datetime, snap: Snapshot):
+        """What an answer to `text` depends on: the store's generation, the KPIs the viewer may
+        see and the local day (periods are made of local dates)."""
+        return (snap.generation, text, snap.visible_keys(viewer), local_today(as_of, self.tz))
 
     # -- asking -------------------------------------------------------------------------------
 
@@ -147,10 +166,10 @@ class KpiService:
         )
 
     def _vocabulary(self, snap: Snapshot, viewer: Viewer) -> query.Vocabulary:
-        visible = self.visible(snap, viewer)
-        key = tuple(d.key for d in visible)
+        key = snap.visible_keys(viewer)
         found = snap.vocabularies.get(key)
         if found is None:
+            visible = self.visible(snap, viewer)
             found = query.Vocabulary(
                 kpis=[_name_of(d) for d in visible],
                 areas=snap.catalog.areas(),

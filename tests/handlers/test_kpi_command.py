@@ -131,6 +131,25 @@ def test_record_by_an_admin_changes_the_answer(served):
     assert "24.8 days" in reply_text(served.client.command("dso"))
 
 
+def test_a_repeated_question_is_answered_again_after_new_data(served):
+    first = served.client.command("dso")
+    assert "31.0 days" in reply_text(first)
+    assert served.client.command("dso").json() == first.json()  # the kept answer, unchanged
+    reply_text(served.client.command("record credit_sales 100000 2026-10-20 branch=Madrid",
+                                     user_id=ADMIN))  # fmt: skip
+    # The store moved on, so the kept answer is not used: (300,000 + 100,000) /
+    # (150,000 + 350,000) × 31 = 24.8 days.
+    assert "24.8 days" in reply_text(served.client.command("dso"))
+
+
+def test_a_kept_answer_never_reaches_a_channel_that_may_not_see_it(served):
+    asked = "employee satisfaction q3"
+    assert "4.20" in reply_text(served.client.command(asked, channel_id="C0HRLEAD"))
+    elsewhere = served.client.command(asked, channel_id="C0PUBLIC")
+    assert elsewhere.status == 200 and "4.20" not in elsewhere.text
+    assert "4.20" in reply_text(served.client.command(asked, channel_id="C0HRLEAD"))
+
+
 def test_a_trend_is_acked_at_once_then_answered_with_a_chart_by_dm(served):
     response_url = served.slack.response_url("trend")
     started = time.monotonic()
