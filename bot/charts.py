@@ -1,14 +1,14 @@
-"""PNG charts with matplotlib's Agg backend (no display), fixed size, small files."""
+"""PNG charts with matplotlib's Agg backend (no display), fixed size, small files.
+
+Figures are made with `matplotlib.figure.Figure`, not pyplot: pyplot keeps global state and is
+not safe from threads, and charts are drawn by the work executor and the digest senders."""
 
 import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.figure import Figure
 
 SIZE_INCHES = (8, 3.6)
 DPI = 100
@@ -27,12 +27,9 @@ class TrendChart:
 
 
 def trend_png(chart: TrendChart) -> bytes:
-    fig, ax = plt.subplots(figsize=SIZE_INCHES, dpi=DPI)
-    try:
-        _draw(ax, chart)
-        return _png(fig)
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=SIZE_INCHES, dpi=DPI)
+    _draw(fig.subplots(), chart)
+    return _png(fig)
 
 
 def _png(fig) -> bytes:
@@ -88,17 +85,13 @@ class Spark:
 def sparkline_grid_png(sparks: Sequence[Spark]) -> bytes:
     """Small multiples, one per KPI, coloured by status: the digest's picture at a glance."""
     rows = max(1, math.ceil(len(sparks) / GRID_COLUMNS))
-    fig, axes = plt.subplots(
-        rows, GRID_COLUMNS, figsize=(8, 1.2 * rows + 0.3), dpi=DPI, squeeze=False
-    )
-    try:
-        for ax in axes.flat:
-            ax.axis("off")
-        for ax, spark in zip(axes.flat, sparks, strict=False):
-            _spark(ax, spark)
-        return _png(fig)
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=(8, 1.2 * rows + 0.3), dpi=DPI)
+    axes = fig.subplots(rows, GRID_COLUMNS, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, spark in zip(axes.flat, sparks, strict=False):
+        _spark(ax, spark)
+    return _png(fig)
 
 
 def _spark(ax, spark: Spark) -> None:

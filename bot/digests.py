@@ -6,6 +6,7 @@ how often or how exactly the scheduler fires, only on the claims in the database
 
 import json
 import logging
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,10 +24,10 @@ from kpi.models import Subscription
 from kpi.service import Viewer
 
 log = logging.getLogger("kpibot")
-# Senders mostly wait (on Slack, on a Retry-After); more of them keep one 429 from holding up
-# the rest. Charts go after every digest of the pass, by fewer threads: they are extras.
+# Senders mostly wait (on Slack, on a Retry-After): many of them keep one 429 from holding up
+# the rest.
 SENDERS = 32
-CHART_SENDERS = 8
+_DRAWING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -41,19 +42,25 @@ class _Chart:
 def send_due(services: Services, *, as_of: datetime) -> Counter:
     """Send what is due at `as_of`; returns counts of sent, late, failed, paused, skipped.
 
-    Every digest goes out before any chart: a chart costs three Slack calls (files upload v2)
-    and the picture, and nobody should wait for their scorecard because of another's chart."""
+    Charts go to a pool of their own as each digest is posted: Slack limits each API method on
+    its own, so uploads (files.getUploadURLExternal, files.completeUploadExternal) never take a
+    scorecard's turn at chat.postMessage, and no digest waits behind another's chart."""
     with session_scope(services.engine) as session:
         subscriptions = {s.id: s for s in digests.active_subscriptions(session)}
     due = digests.due(subscriptions.values(), as_of)
-    with ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="kpibot-digest") as pool:
-        sent = list(
-            pool.map(lambda d: send_one(services, d, subscriptions[d.subscription_id]), due)
-        )
-    charts = [chart for _, chart in sent if chart is not None]
-    with ThreadPoolExecutor(max_workers=CHART_SENDERS, thread_name_prefix="kpibot-chart") as pool:
-        list(pool.map(lambda c: _attach_chart(services, c), charts))
-    return Counter(outcome for outcome, _ in sent)
+    with (
+        ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="kpibot-chart") as charts,
+        ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="kpibot-digest") as posts,
+    ):
+
+        def send(d: digests.Due) -> str:
+            outcome, chart = send_one(services, d, subscriptions[d.subscription_id])
+            if chart is not None:
+                charts.submit(_attach_chart, services, chart)
+            return outcome
+
+        outcomes = Counter(posts.map(send, due))
+    return outcomes
 
 
 def send_one(
@@ -111,12 +118,16 @@ def _attach_chart(services: Services, chart: _Chart) -> None:
 
 
 def _chart(services: Services, sparks: list) -> bytes:
-    """Channels with the same KPIs get the same picture: draw it once (it costs ~0.3 s of CPU)."""
+    """Channels with the same KPIs get the same picture: draw it once (it costs ~0.3 s of CPU).
+    One drawing at a time, so thirty senders missing the cache together do not all draw it."""
     key = json.dumps(sparks, sort_keys=True, default=str)
     png = services.charts.get(key)
     if png is None:
-        png = sparkline_grid_png([Spark(**s) for s in sparks])
-        services.charts.put(key, png)
+        with _DRAWING:
+            png = services.charts.get(key)
+            if png is None:
+                png = sparkline_grid_png([Spark(**s) for s in sparks])
+                services.charts.put(key, png)
     return png
 
 

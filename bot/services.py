@@ -69,7 +69,9 @@ def retry_handlers() -> list:
     """Bounded retries for what a retry can fix: dropped connections, 429s, 5xx (backoff)."""
     return [
         ConnectionErrorRetryHandler(max_retry_count=2),
-        RateLimitErrorRetryHandler(max_retry_count=5),
+        # A 429 is never final: with many senders a post can be refused several times in a row
+        # (each waits its Retry-After, 1–2 s), and giving up would leave it for the next tick.
+        RateLimitErrorRetryHandler(max_retry_count=10),
         AnyServerErrorRetryHandler(max_retry_count=3),
     ]
 
