@@ -441,7 +441,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--channels", type=int, default=1000)
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="postgresql")
-    parser.add_argument("--workspace-limit", type=float, default=100.0, help="API calls per s")
+    parser.add_argument(
+        "--workspace-limit", type=float, default=100.0, help="calls per s per API method"
+    )
     parser.add_argument("--random-429", type=float, default=0.05, help="share of calls refused")
     parser.add_argument("--floor-threads", type=int, default=32)
     args = parser.parse_args()
@@ -449,7 +451,8 @@ def main() -> None:
     channels = channel_ids(args.channels)
     print(
         f"digest bench · {len(channels)} channels · stand-in: {limits.per_channel:g} post/s per "
-        f"channel, {limits.workspace:g} calls/s per workspace, {limits.random_429:.0%} random "
+        f"channel, {limits.workspace:g} calls/s per method per workspace, "
+        f"{limits.random_429:.0%} random "
         f"429 (Retry-After {limits.retry_after} s, seed {limits.seed}) · load average "
         f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs",
         flush=True,
