@@ -34,9 +34,15 @@ class SeriesDim(SQLModel, table=True):
     value: str
 
 
+# Observations and rollups are written in bulk by the importer alone, which creates each series
+# first: no foreign key checks every row again (see migration 0004), and on SQLite the rows live
+# in the primary key's B-tree (WITHOUT ROWID), not in a rowid table plus a key index.
+_BULK = {"sqlite_with_rowid": False}
+
+
 class Observation(SQLModel, table=True):
-    __table_args__ = (PrimaryKeyConstraint("series_id", "ts"),)
-    series_id: int = Field(foreign_key="series.id")
+    __table_args__ = (PrimaryKeyConstraint("series_id", "ts"), _BULK)
+    series_id: int  # a series.id
     ts: datetime
     day: date  # local date of ts, so rollups group without time-zone maths in SQL
     value: float
@@ -45,9 +51,9 @@ class Observation(SQLModel, table=True):
 class Rollup(SQLModel, table=True):
     """Per series and local day/week/month: what every aggregation rule needs, kept on import."""
 
-    __table_args__ = (PrimaryKeyConstraint("grain", "series_id", "start"),)
+    __table_args__ = (PrimaryKeyConstraint("grain", "series_id", "start"), _BULK)
     grain: str  # day | week | month
-    series_id: int = Field(foreign_key="series.id")
+    series_id: int  # a series.id
     start: date
     total: float
     count: int

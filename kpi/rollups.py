@@ -1,12 +1,20 @@
 """Day, week and month rollups: what the query engine reads instead of raw observations.
 
-Every write to `observation` is followed by `refresh(connection, touched)` in the same
-transaction, so rollups are always exactly current. A day rollup is recomputed from the
-observations of that local day; a week (Monday start) or month rollup from the day rollups in it.
-The work is proportional to what was touched: the touched ranges go into a temporary table and
-each grain is one `INSERT … SELECT … ON CONFLICT DO UPDATE` that reaches observations and day
-rollups from it through their primary keys. The SQL is the same on SQLite and PostgreSQL but
-for the first day of a week or month, and a window for days where PostgreSQL is faster with it.
+Every write to `observation` updates the rollups in the same transaction, so they are always
+exactly current, in one of two ways:
+
+- New observations are merge-added: `partials` computes each touched bucket's total, count,
+  minimum, maximum and last value from the rows in memory (numpy over runs of rows, no SQL), and
+  `write_partials` stores them — by plain bulk insert where the caller knows the bucket is not
+  stored yet (executemany of multi-row INSERTs on SQLite, binary COPY on PostgreSQL), else by an
+  upsert that adds totals and counts, combines extremes and keeps the later last value.
+  `combine` sums partials of several blocks, so a bulk writer can write weeks and months once.
+- Changed observations cannot be merged (the old value is not known here): `refresh` recomputes
+  their days from the observations, and the weeks (Monday start) and months holding them from
+  the day rollups. The touched ranges go into a temporary table and each grain is one
+  `INSERT … SELECT … ON CONFLICT DO UPDATE` that reaches observations and day rollups from it
+  through their primary keys. The SQL is the same on SQLite and PostgreSQL but for the first day
+  of a week or month, and a window for days where PostgreSQL is faster with it.
 
 Observations are only ever added or changed, never deleted; a deletion (or a change of the
 organisation's time zone) needs `rebuild_all`.
@@ -14,7 +22,7 @@ organisation's time zone) needs `rebuild_all`.
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -284,7 +292,7 @@ _PG_TRAILER = b"\xff\xff"
 
 def pg_copy_dtype(**fields: str) -> np.dtype:
     """The layout of one binary COPY row of the given fixed-size big-endian fields."""
-    layout = [("count", ">i2")]
+    layout = [("field_count", ">i2")]
     for name, code in fields.items():
         layout += [(f"{name}_length", ">i4"), (name, code)]
     return np.dtype(layout)
@@ -294,18 +302,253 @@ def pg_copy_data(**columns: tuple[str, np.ndarray]) -> bytes:
     """A binary COPY payload from columns given as (big-endian dtype code, values)."""
     dtype = pg_copy_dtype(**{name: code for name, (code, _) in columns.items()})
     rows = np.empty(len(next(iter(columns.values()))[1]), dtype)
-    rows["count"] = len(columns)
+    rows["field_count"] = len(columns)
     for name, (code, values) in columns.items():
         rows[f"{name}_length"] = np.dtype(code).itemsize
         rows[name] = values
     return _PG_HEADER + rows.tobytes() + _PG_TRAILER
 
 
-def pg_copy_rows(data: bytes, dtype: np.dtype) -> np.ndarray:
-    """The rows of a binary COPY … TO STDOUT of fixed-size, non-null fields."""
-    extension = int.from_bytes(data[15:19], "big")
-    body = len(data) - 19 - extension - len(_PG_TRAILER)
-    return np.frombuffer(data, dtype, offset=19 + extension, count=body // dtype.itemsize)
+def pg_copy_arrays(data: bytes, codes: Sequence[str]) -> list[np.ndarray]:
+    """The columns of a binary COPY … TO STDOUT of one row of one-dimensional arrays without
+    nulls, of fixed-size elements with the given big-endian dtype codes. (COPY sends each row as
+    a message of its own, and a million messages cost more to receive than one of arrays.)"""
+    at = 19 + int.from_bytes(data[15:19], "big") + 2  # header, then the row's field count
+    arrays = []
+    for code in codes:
+        length = int.from_bytes(data[at : at + 4], "big")
+        at += 4
+        ndim = int.from_bytes(data[at : at + 4], "big")
+        if ndim == 0:  # empty
+            arrays.append(np.zeros(0, code))
+        else:  # ndim, flags, element type, size, lower bound; then (length, value) each
+            count = int.from_bytes(data[at + 12 : at + 16], "big")
+            element = np.dtype([("length", ">i4"), ("value", code)])
+            arrays.append(np.frombuffer(data, element, count, offset=at + 20)["value"])
+        at += length
+    return arrays
+
+
+# --- merge-add: rollups of new observations, from the rows in memory -----------------------
+
+
+@dataclass(frozen=True)
+class Partials:
+    """One grain's rollups of a set of rows, one per (series, bucket): what a merge adds.
+    Days count from 1970-01-01, moments in µs since 1970-01-01 UTC."""
+
+    grain: str
+    series_id: np.ndarray
+    start: np.ndarray  # first local day of the bucket
+    total: np.ndarray
+    count: np.ndarray
+    minimum: np.ndarray
+    maximum: np.ndarray
+    last_ts: np.ndarray
+    last_value: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.series_id)
+
+    def take(self, rows: np.ndarray) -> "Partials":
+        return Partials(self.grain, *(getattr(self, name)[rows] for name in _PARTIAL_ARRAYS))
+
+
+_PARTIAL_ARRAYS = [f.name for f in fields(Partials) if f.name != "grain"]
+
+
+def bucket_starts(grain: str, days: np.ndarray) -> np.ndarray:
+    if grain == "day":
+        return days
+    return _week_starts(days) if grain == "week" else _month_starts(days)
+
+
+def partials(grain: str, sid: np.ndarray, ts: np.ndarray, day: np.ndarray, value: np.ndarray):
+    """(Partials, index of each bucket's first row) of rows given with each series' rows
+    together and in time order, so that every bucket is one run of rows: sums and extremes by
+    numpy's reduceat, the last value from the end of each run."""
+    start = bucket_starts(grain, day)
+    first, last = _runs(sid, start)
+    parts = Partials(
+        grain,
+        series_id=sid[first],
+        start=start[first],
+        total=np.add.reduceat(value, first),
+        count=last - first + 1,
+        minimum=np.minimum.reduceat(value, first),
+        maximum=np.maximum.reduceat(value, first),
+        last_ts=ts[last],
+        last_value=value[last],
+    )
+    return parts, first
+
+
+def _runs(sid: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last index of each run of equal (series, bucket start)."""
+    edge = np.ones(len(sid), bool)
+    edge[1:] = (sid[1:] != sid[:-1]) | (start[1:] != start[:-1])
+    first = np.flatnonzero(edge)
+    return first, np.append(first[1:], len(sid)) - 1
+
+
+def combine(parts: Sequence[Partials]) -> Partials:
+    """One row per (series, bucket) out of partials of one grain (of several blocks, say),
+    sorted by series and bucket: merge-adding them in one go or one by one is the same."""
+    arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _PARTIAL_ARRAYS}
+    order = np.lexsort((arrays["last_ts"], arrays["start"], arrays["series_id"]))
+    a = {name: column[order] for name, column in arrays.items()}
+    first, last = _runs(a["series_id"], a["start"])
+    return Partials(
+        parts[0].grain,
+        series_id=a["series_id"][first],
+        start=a["start"][first],
+        total=np.add.reduceat(a["total"], first),
+        count=np.add.reduceat(a["count"], first),
+        minimum=np.minimum.reduceat(a["minimum"], first),
+        maximum=np.maximum.reduceat(a["maximum"], first),
+        last_ts=a["last_ts"][last],
+        last_value=a["last_value"][last],
+    )
+
+
+def write_partials(connection: Connection, parts: Partials, new: np.ndarray) -> None:
+    """Add `parts` into the stored rollups. Buckets flagged `new` must have no stored row and go
+    in by plain bulk insert; the others are merged: totals and counts add up, extremes combine,
+    and the later last_ts brings its value.
+
+    Only valid for rows that were not stored before (inserted, not updated): a changed value
+    needs `refresh`, which recomputes from the observations."""
+    if parts.grain not in GRAINS:
+        raise ValueError(parts.grain)
+    writer = _pg_write if connection.dialect.name == "postgresql" else _sqlite_write
+    for merge, rows in ((False, np.flatnonzero(new)), (True, np.flatnonzero(~new))):
+        # In chunks: the encoded rows of one chunk at a time are what the memory holds.
+        for at in range(0, len(rows), WRITE_CHUNK):
+            writer(connection, parts.take(rows[at : at + WRITE_CHUNK]), merge=merge)
+
+
+WRITE_CHUNK = 100_000
+_ROLLUP_COLUMNS = "grain, series_id, start, total, count, minimum, maximum, last_ts, last_value"
+_MERGE = """
+ON CONFLICT (grain, series_id, start) DO UPDATE SET
+    total = rollup.total + excluded.total, count = rollup.count + excluded.count,
+    minimum = {least}(rollup.minimum, excluded.minimum),
+    maximum = {greatest}(rollup.maximum, excluded.maximum),
+    last_ts = {greatest}(rollup.last_ts, excluded.last_ts),
+    last_value = CASE WHEN excluded.last_ts > rollup.last_ts
+                      THEN excluded.last_value ELSE rollup.last_value END
+"""
+
+
+def sqlite_times(ts: np.ndarray) -> np.ndarray:
+    """The text SQLAlchemy's DateTime stores on SQLite: `2026-10-31 23:30:00.000000`.
+    Formatted once per distinct moment (a file of dates has few), found by hashing: sorting
+    would cost more than the formatting saved."""
+    at, moments = pd.factorize(ts)
+    text = np.datetime_as_string(moments.astype("datetime64[us]"), unit="us")
+    return np.char.replace(text, "T", " ").astype(object)[at]
+
+
+def sqlite_days(day: np.ndarray) -> np.ndarray:
+    """The text SQLAlchemy's Date stores on SQLite: `2026-11-01`."""
+    at, days = pd.factorize(day)
+    return np.datetime_as_string(days.astype("datetime64[D]"), unit="D").astype(object)[at]
+
+
+# Rows per INSERT statement in bulk writes on SQLite: one statement with many VALUES rows pays
+# the per-statement cost (reset, VM start, a Python tuple) once for all of them.
+SQLITE_ROWS_PER_INSERT = 250
+SQLITE_CHUNK = 80 * SQLITE_ROWS_PER_INSERT
+
+
+def sqlite_insert_many(driver, head: str, row: str, columns: Sequence, tail: str = "") -> None:
+    """`head VALUES row, row, … tail` through the driver, in chunks, so the Python objects of
+    only one chunk of rows exist at a time. `row` names the columns as {0}, {1}, …; one may
+    appear several times, bound once."""
+    width = len(columns)
+    step = SQLITE_ROWS_PER_INSERT
+
+    def values(rows: int) -> str:
+        numbered = (
+            row.format(*(f"?{i * width + j + 1}" for j in range(width))) for i in range(rows)
+        )
+        return f"{head} VALUES {', '.join(numbered)} {tail}"
+
+    many, one = values(step), values(1)
+    for at in range(0, len(columns[0]), SQLITE_CHUNK):
+        chunk = [column[at : at + SQLITE_CHUNK] for column in columns]
+        table = np.empty((len(chunk[0]), width), object)
+        for i, column in enumerate(chunk):
+            table[:, i] = column
+        whole = len(table) // step * step
+        if whole:
+            driver.executemany(many, table[:whole].reshape(-1, width * step).tolist())
+        if whole < len(table):
+            driver.executemany(one, table[whole:].tolist())
+
+
+def _sqlite_write(connection: Connection, parts: Partials, *, merge: bool) -> None:
+    # Through the driver: SQLAlchemy's processing of each parameter would cost more than the
+    # insert. The grain is one of GRAINS, so it can be part of the statement.
+    insert = f"INSERT INTO rollup ({_ROLLUP_COLUMNS})"
+    tail = _MERGE.format(least="min", greatest="max") if merge else ""
+    driver = connection.connection.driver_connection
+    if (parts.count == 1).all():
+        # Buckets of one row each (the days of a daily series) have one value for four
+        # columns: binding it once saves a good part of the insert. (Not for a mix: two passes
+        # would leave key order, which costs more.)
+        columns = (
+            parts.series_id,
+            sqlite_days(parts.start),
+            parts.total,
+            sqlite_times(parts.last_ts),
+        )
+        row = f"('{parts.grain}', {{0}}, {{1}}, {{2}}, 1, {{2}}, {{2}}, {{3}}, {{2}})"
+    else:
+        columns = (
+            parts.series_id,
+            sqlite_days(parts.start),
+            parts.total,
+            parts.count,
+            parts.minimum,
+            parts.maximum,
+            sqlite_times(parts.last_ts),
+            parts.last_value,
+        )
+        row = f"('{parts.grain}', {{0}}, {{1}}, {{2}}, {{3}}, {{4}}, {{5}}, {{6}}, {{7}})"
+    sqlite_insert_many(driver, insert, row, columns, tail)
+
+
+def _pg_write(connection: Connection, parts: Partials, *, merge: bool) -> None:
+    """Binary COPY straight into `rollup`, or, to merge, into a temporary table first."""
+    grain = parts.grain.encode()
+    data = pg_copy_data(
+        grain=(f"S{len(grain)}", np.full(len(parts), grain)),
+        series_id=(">i4", parts.series_id),
+        start=(">i4", parts.start - PG_EPOCH_DAYS),
+        total=(">f8", parts.total),
+        count=(">i4", parts.count),
+        minimum=(">f8", parts.minimum),
+        maximum=(">f8", parts.maximum),
+        last_ts=(">i8", parts.last_ts - PG_EPOCH_US),
+        last_value=(">f8", parts.last_value),
+    )
+    table = "kpi_partial" if merge else "rollup"
+    driver = connection.connection.driver_connection
+    with driver.cursor() as cursor:
+        if merge:
+            cursor.execute(
+                "CREATE TEMPORARY TABLE IF NOT EXISTS kpi_partial"
+                " (LIKE rollup INCLUDING DEFAULTS) ON COMMIT DROP"
+            )
+        with cursor.copy(f"COPY {table} ({_ROLLUP_COLUMNS}) FROM STDIN (FORMAT binary)") as copy:
+            copy.write(data)
+        if merge:
+            cursor.execute(
+                f"INSERT INTO rollup ({_ROLLUP_COLUMNS}) SELECT {_ROLLUP_COLUMNS} FROM kpi_partial"
+                + _MERGE.format(least="least", greatest="greatest")
+            )
+            cursor.execute("TRUNCATE kpi_partial")
 
 
 def refresh(

@@ -423,6 +423,7 @@ def test_block_size_and_row_order_do_not_change_the_store(
 
     def imported(block_bytes: int) -> dict:
         monkeypatch.setattr(importer, "BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(importer, "WRITE_ROWS", block_bytes // 10)  # a block or two
         store = make_engine(database_url)
         with session_scope(store) as session:
             catalog.load_builtin_if_empty(session, now=datetime(2026, 1, 1, tzinfo=UTC))
@@ -538,3 +539,63 @@ def test_summary_line(summary, line):
 def test_progress_needs_a_terminal(catalog_engine, tmp_path):
     # Under pytest stderr is not a TTY: asking for progress must just import quietly.
     assert run(catalog_engine, write(tmp_path, SMALL), progress=True).inserted == 3
+
+
+def _rows(rng, moments, branches=("Berlin", "Köln", "")) -> list[str]:
+    return [
+        f"{m},{when},{rng.randint(-50, 500)},{b}\n"
+        for m in ("hires", "headcount")
+        for b in branches
+        for when in moments
+    ]
+
+
+def _changed(row: str) -> str:
+    measure, when, value, branch = row.split(",")
+    return f"{measure},{when},{int(value) + 1000},{branch}"
+
+
+def test_rollups_stay_exact_through_any_sequence_of_writes(catalog_engine, tmp_path, monkeypatch):
+    """New rows are merged into stored rollups, changed ones recomputed: after every kind of
+    import, in small blocks (so buckets span blocks), the rollups equal a recomputation."""
+    monkeypatch.setattr(importer, "BLOCK_BYTES", 700)
+    monkeypatch.setattr(importer, "WRITE_ROWS", 50)  # every two blocks or so
+    monkeypatch.setattr(importer, "PENDING_ROWS", 10)
+    rng = random.Random(11)
+    head = "measure,date,value,branch\n"
+    days = [date(2026, 9, 1) + timedelta(days=3 * i) for i in range(30)]
+    in_order = _rows(rng, [f"{d}T{h:02d}:00" for d in days for h in (6, 20)])
+    first = run(catalog_engine, write(tmp_path, head + "".join(in_order), "first.csv"))
+    assert (first.inserted, first.updated) == (len(in_order), 0)
+    assert consistent(catalog_engine) == []
+
+    assert run(catalog_engine, write(tmp_path, head + "".join(in_order), "again.csv")).changed == 0
+
+    # Overlapping: every tenth row changed, new hours inside stored days, a new branch.
+    overlap = [_changed(row) if i % 10 == 0 else row for i, row in enumerate(in_order)]
+    overlap += _rows(rng, [f"{d}T12:00" for d in days[5:20]], ("Berlin", "Hamburg"))
+    summary = run(catalog_engine, write(tmp_path, head + "".join(overlap), "overlap.csv"))
+    assert summary.updated > 0 and summary.inserted > 0
+    assert consistent(catalog_engine) == []
+
+    # Out of order: newest first, and shuffled, each with rows before, inside and after.
+    later = [date(2026, 8, 1) + timedelta(days=5 * i) for i in range(40)]
+    shuffled = _rows(rng, [f"{d}T09:30" for d in later])
+    rng.shuffle(shuffled)
+    run(catalog_engine, write(tmp_path, head + "".join(shuffled), "shuffled.csv"))
+    assert consistent(catalog_engine) == []
+    newest_first = sorted(_rows(rng, [f"{d}T03:15" for d in later]), reverse=True)
+    run(catalog_engine, write(tmp_path, head + "".join(newest_first), "newest.csv"))
+    assert consistent(catalog_engine) == []
+
+    # A daily append, then records (new, changed and unchanged) through load_records.
+    daily = _rows(rng, ["2027-01-04"], ("Berlin", "Köln", "", "Hamburg", "München"))
+    assert run(catalog_engine, write(tmp_path, head + "".join(daily), "daily.csv")).inserted == 10
+    records = [
+        ("hires", datetime(2027, 1, 4, 18), 7, {"branch": "Berlin"}),  # new, same day
+        ("hires", date(2027, 1, 4), 1234, {"branch": "Köln"}),  # changed
+        ("headcount", date(2027, 1, 5), 3, {"branch": "Berlin", "team": "AP"}),  # new series
+    ]
+    summary = importer.load_records(catalog_engine, records, tz=BERLIN)
+    assert (summary.inserted, summary.updated) == (2, 1)
+    assert consistent(catalog_engine) == []

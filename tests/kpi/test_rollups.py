@@ -66,10 +66,92 @@ def discrepancies(engine, tz=BERLIN) -> list[str]:
         return rollups.discrepancies(connection, tz=tz)
 
 
-def test_rollups_match_hand_computed_values(catalog_engine, tmp_path):
+def small_blocks(monkeypatch, block_bytes: int) -> None:
+    """With 40-byte blocks every line is a block of its own, each written on its own (days of
+    a new series merge across blocks) and pending weeks and months combined every time."""
+    monkeypatch.setattr(importer, "BLOCK_BYTES", block_bytes)
+    if block_bytes < 100:
+        monkeypatch.setattr(importer, "WRITE_ROWS", 1)
+        monkeypatch.setattr(importer, "PENDING_ROWS", 0)
+
+
+@pytest.mark.parametrize("block_bytes", [40, 1 << 20])
+def test_rollups_match_hand_computed_values(catalog_engine, tmp_path, monkeypatch, block_bytes):
+    small_blocks(monkeypatch, block_bytes)
     importer.import_csv(catalog_engine, write(tmp_path, FILE), tz=BERLIN)
     assert stored(catalog_engine) == EXPECTED
     assert discrepancies(catalog_engine) == []
+
+
+# Two imports into the same series: the second one's new rows merge into stored rollups.
+FIRST = """measure,date,value,branch
+hires,2026-11-02T09:00,10,Berlin
+hires,2026-11-03T18:00,5,Berlin
+"""
+SECOND = """measure,date,value,branch
+hires,2026-11-04T12:00,2,Berlin
+hires,2026-11-04T08:00,20,Berlin
+hires,2026-11-01T10:00,-3,Berlin
+hires,2026-11-03T06:00,1,Berlin
+"""
+MERGED = {
+    ("day", date(2026, 11, 1)): (-3.0, 1, -3.0, -3.0, at(2026, 11, 1, 9), -3.0),
+    ("day", date(2026, 11, 2)): (10.0, 1, 10.0, 10.0, at(2026, 11, 2, 8), 10.0),
+    # 1 at 05:00Z joins 5 at 17:00Z: the stored value stays the last.
+    ("day", date(2026, 11, 3)): (6.0, 2, 1.0, 5.0, at(2026, 11, 3, 17), 5.0),
+    # Written in one import, in reverse order: 2 at 11:00Z is the last.
+    ("day", date(2026, 11, 4)): (22.0, 2, 2.0, 20.0, at(2026, 11, 4, 11), 2.0),
+    # Sunday the 1st is in the week of Monday 26 October, which the first import did not touch.
+    ("week", date(2026, 10, 26)): (-3.0, 1, -3.0, -3.0, at(2026, 11, 1, 9), -3.0),
+    # 10 + 5 stored, + 2 + 20 + 1 merged; the new 11:00Z on the 4th is the last.
+    ("week", date(2026, 11, 2)): (38.0, 5, 1.0, 20.0, at(2026, 11, 4, 11), 2.0),
+    # 15 stored, + 2 + 20 - 3 + 1: the minimum comes from the merge, the maximum too.
+    ("month", date(2026, 11, 1)): (35.0, 6, -3.0, 20.0, at(2026, 11, 4, 11), 2.0),
+}
+
+
+@pytest.mark.parametrize("block_bytes", [40, 1 << 20])
+def test_a_second_import_merges_into_stored_days_weeks_and_months(
+    catalog_engine, tmp_path, monkeypatch, block_bytes
+):
+    small_blocks(monkeypatch, block_bytes)
+    importer.import_csv(catalog_engine, write(tmp_path, FIRST, "a.csv"), tz=BERLIN)
+    summary = importer.import_csv(catalog_engine, write(tmp_path, SECOND, "b.csv"), tz=BERLIN)
+    assert (summary.inserted, summary.updated) == (4, 0)
+    assert stored(catalog_engine) == MERGED
+    assert discrepancies(catalog_engine) == []
+
+
+def test_a_merge_and_a_changed_value_in_one_bucket(catalog_engine, tmp_path):
+    """New rows are merged, a changed one recomputes its day, week and month: both at once."""
+    importer.import_csv(catalog_engine, write(tmp_path, FIRST, "a.csv"), tz=BERLIN)
+    changed = SECOND + "hires,2026-11-03T18:00,50,Berlin\n"  # was 5
+    summary = importer.import_csv(catalog_engine, write(tmp_path, changed, "b.csv"), tz=BERLIN)
+    assert (summary.inserted, summary.updated) == (4, 1)
+    expected = dict(MERGED)
+    expected[("day", date(2026, 11, 3))] = (51.0, 2, 1.0, 50.0, at(2026, 11, 3, 17), 50.0)
+    expected[("week", date(2026, 11, 2))] = (83.0, 5, 1.0, 50.0, at(2026, 11, 4, 11), 2.0)
+    expected[("month", date(2026, 11, 1))] = (80.0, 6, -3.0, 50.0, at(2026, 11, 4, 11), 2.0)
+    assert stored(catalog_engine) == expected
+    assert discrepancies(catalog_engine) == []
+
+
+def test_partials_combined_are_the_partials_of_all_rows():
+    rng = np.random.default_rng(3)
+    sid = np.repeat([4, 2, 9], 200)  # each series' rows together, in time order
+    ts = np.concatenate([np.sort(rng.choice(10**12, 200, replace=False)) for _ in range(3)])
+    day = ts // 86_400_000_000 // 20 * 20  # several rows a day
+    value = rng.normal(size=len(sid)).round(2)
+    for grain in rollups.GRAINS:
+        whole, _ = rollups.partials(grain, sid, ts, day, value)
+        halves = [rollups.partials(grain, sid[part], ts[part], day[part], value[part])[0]
+                  for part in (slice(0, 333), slice(333, None))]  # fmt: skip
+        combined = rollups.combine(halves[::-1])
+        order = np.lexsort((whole.start, whole.series_id))
+        for name in ("series_id", "start", "count", "minimum", "maximum", "last_ts"):
+            assert getattr(combined, name).tolist() == getattr(whole, name)[order].tolist()
+        assert np.allclose(combined.total, whole.total[order])
+        assert combined.last_value.tolist() == whole.last_value[order].tolist()
 
 
 def test_rollups_built_over_several_imports_are_the_same(catalog_engine, tmp_path):
