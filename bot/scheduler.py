@@ -30,7 +30,7 @@ class Schedule:
             timezone=services.settings.kpibot_timezone,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
         )
-        # At start (next_run_time now) and then every tick: rebuild the per-subscription jobs if
+        # At start (next_run_time now) and then every tick: rebuild the digest jobs if
         # subscriptions changed anywhere, and send whatever is due — that also catches up on a
         # digest missed while every instance was down.
         self.scheduler.add_job(

@@ -35,7 +35,9 @@ import math
 import re
 import sys
 import time as clock
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -55,6 +57,7 @@ from kpi.store import bump_generation_on
 
 REQUIRED = ("measure", "date", "value")
 BLOCK_BYTES = 4 << 20  # about 100,000 lines of a typical measure file
+PARSE_AHEAD = 2  # blocks parsed while the rows before them are written
 RECORD_BLOCK = 50_000
 # Pending week and month rollups are combined once they hold twice this or twice the rows of
 # the combined ones.
@@ -137,10 +140,18 @@ def import_csv(
             raise UnreadableFile(f"cannot read {path}: {error.strerror or error}") from None
 
         def frames(advance: Callable[[int], None] = lambda _: None) -> Iterator[_Frame]:
+            # Blocks are parsed a few ahead by a thread of their own: pandas' tokenizer and the
+            # database driver both work without the GIL, so parsing overlaps the writes.
             handle.seek(body_at)
-            for first_line, block in _blocks(handle):
-                advance(len(block))
-                yield _parse_block(block, first_line, names)
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpibot-parse") as pool:
+                ahead: deque = deque()
+                for first_line, block in _blocks(handle):
+                    advance(len(block))
+                    ahead.append(pool.submit(_parse_block, block, first_line, names))
+                    if len(ahead) > PARSE_AHEAD:
+                        yield ahead.popleft().result()
+                while ahead:
+                    yield ahead.popleft().result()
 
         with _transaction(engine, tz, dry_run) as loader:
             dims = [name for name in names if name not in REQUIRED]
