@@ -76,6 +76,10 @@ def apply(
     transition = decide(_open(incident, alert), reading.state, now, policy)
     if alert is None:
         alert = _create_alert(services, reading, now)
+        if alert.version != 0:
+            # Another process created the row and applied a decision since this pass read the
+            # alerts: ours was made without its incident, so it is not ours to apply.
+            return "lost", None
     unchanged = alert.state == transition.state.value and not alert.recovering
     if transition.kind is Kind.NOTHING and unchanged:
         return "unchanged", None  # the common case: a pass that changes nothing writes nothing

@@ -19,7 +19,7 @@ from bot.standin import SlackStandin
 from kpi import catalog, digests
 from kpi.db import make_engine, session_scope
 from kpi.importer import load_records
-from kpi.models import Delivery
+from kpi.models import AlertEvent, Delivery
 
 CHANNELS = [f"C0E2E{i}" for i in range(6)]
 
@@ -123,7 +123,19 @@ def test_two_instances_deliver_every_due_digest_and_alert_exactly_once(store):
             except AssertionError:
                 pass  # nothing more within 5 s
             else:
-                pytest.fail(f"more than {expected} posts: {_posts(slack)}")
+                for process in processes:
+                    process.terminate()
+                logs = [p.communicate(timeout=30)[1].decode()[-3000:] for p in processes]
+                with session_scope(engine) as session:
+                    events = [
+                        (e.alert_id, e.incident_id, e.kind, e.from_state, e.to_state)
+                        for e in session.exec(select(AlertEvent))
+                    ]
+                    sent = [(d.key, d.owner, d.state) for d in session.exec(select(Delivery))]
+                pytest.fail(
+                    f"more than {expected} posts: {_posts(slack)}; alert events {events}; "
+                    f"deliveries {sent}; the instances: {logs}"
+                )
         finally:
             for process in processes:
                 process.send_signal(signal.SIGTERM)

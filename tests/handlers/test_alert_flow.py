@@ -5,13 +5,14 @@ import logging
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from bot import ids
-from bot.alerts import run_alerts
+from bot.alerts import apply, run_alerts
 from bot.blockkit import validate
 from kpi import catalog
 from kpi.db import session_scope
+from kpi.evaluate import read_all
 from kpi.importer import load_records
 from kpi.models import AlertEvent, AuditLog, Incident
 from tests.handlers.conftest import ALERTS, NOW
@@ -236,3 +237,18 @@ def test_an_alert_slack_failed_to_take_is_sent_on_the_next_pass(served):
     [message] = about_dso(top_level(served))
     assert buttons(message)
     assert alerts_run(served).get("retried", 0) == 0  # told once, never again
+
+
+def test_a_pass_that_read_before_another_opened_the_alert_does_not_open_it_again(served):
+    set_madrid_receivables(served, 1_000_000)
+    assert alerts_run(served)["open"] == 1  # another process's pass: alert row at version 1
+    services = served.services
+    with Session(services.engine) as session:
+        snap = services.kpis.snapshot(session)
+        readings = read_all(session, snap.catalog, NOW, services.settings.tz)
+    [dso] = [r for r in readings if r.key == ("dso", "", "")]
+    # This pass read the alerts before that commit: no row, no incident, so it decided to open.
+    assert apply(services, dso, None, None, NOW) == ("lost", None)
+    assert len(about_dso(top_level(served))) == 1
+    with session_scope(services.engine) as session:
+        assert [i.id for i in session.exec(select(Incident))] == [1]
