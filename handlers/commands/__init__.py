@@ -1,7 +1,8 @@
 from slack_bolt import App
 
-from handlers.commands.kpi import kpi_command
+from handlers.commands.kpi import COMMAND, kept_answers, kpi_command
 
 
 def register(app: App) -> None:
-    app.command("/kpi")(kpi_command)
+    app.middleware(kept_answers)
+    app.command(COMMAND)(kpi_command)

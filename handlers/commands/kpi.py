@@ -1,28 +1,58 @@
 """`/kpi`: parse, answer from kpi/, render, reply — fast answers in the ack, slow ones after it."""
 
+import json
 import logging
+from dataclasses import dataclass
+from datetime import datetime
 
-from slack_bolt import Ack, Respond
+from slack_bolt import Ack, BoltContext, BoltResponse, Respond
 
 from bot.alerts import evaluate_soon
 from bot.answers import render_reply, renderer, share_value
 from bot.followups import send_trend
 from bot.services import Services
 from kpi.query import Ask, Record, Trend
+from kpi.service import Snapshot, Viewer
+
+COMMAND = "/kpi"
+JSON = {"content-type": "application/json;charset=utf-8"}
+
+
+@dataclass(frozen=True)
+class Asked:
+    """One look at the store for the whole request, who asks, and what the answer depends on."""
+
+    text: str
+    snap: Snapshot
+    viewer: Viewer
+    as_of: datetime
+    key: tuple
+
+
+def kept_answers(
+    body: dict, context: BoltContext, services: Services, next_
+) -> BoltResponse | None:
+    """Middleware: a question asked before (same store generation, text, KPIs the asker may see
+    and day) gets its kept answer before any listener runs; Slack's signature, checked by Bolt's
+    own middleware, has been verified by then."""
+    if body.get("command") != COMMAND:
+        return next_()
+    text = body.get("text", "")
+    snap = services.kpis.current()
+    viewer = services.viewer(body.get("user_id", ""), body.get("channel_id", ""), snap)
+    as_of = services.now()
+    key = services.kpis.question_key(text, viewer=viewer, as_of=as_of, snap=snap)
+    kept = services.replies.get(key)
+    if kept is not None:
+        return BoltResponse(status=200, body=kept, headers=JSON)
+    context["asked"] = Asked(text, snap, viewer, as_of, key)
+    return next_()
 
 
 def kpi_command(
-    ack: Ack, command: dict, respond: Respond, services: Services, logger: logging.Logger
+    ack: Ack, asked: Asked, respond: Respond, services: Services, logger: logging.Logger
 ) -> None:
-    text = command.get("text", "")
-    snap = services.kpis.current()  # one look at the store for the whole request
-    viewer = services.viewer(command["user_id"], command["channel_id"], snap)
-    as_of = services.now()
-    asked = services.kpis.question_key(text, viewer=viewer, as_of=as_of, snap=snap)
-    message = services.replies.get(asked)
-    if message is not None:
-        ack(response_type="ephemeral", **message)
-        return
+    text, snap, viewer, as_of = asked.text, asked.snap, asked.viewer, asked.as_of
     request = services.kpis.parse(text, viewer=viewer, as_of=as_of, snap=snap)
     if isinstance(request, Trend):
         ack(response_type="ephemeral", **renderer().message("working.json.j2", text=text))
@@ -32,6 +62,6 @@ def kpi_command(
     message = render_reply(reply, share=share_value(reply, text, as_of))
     ack(response_type="ephemeral", **message)
     if isinstance(request, Ask):  # a question, no side effects: the same answer all day
-        services.replies.put(asked, message)
+        services.replies.put(asked.key, json.dumps({"response_type": "ephemeral", **message}))
     if isinstance(request, Record):
         evaluate_soon(services)
