@@ -34,6 +34,7 @@ from sqlalchemy.schema import CreateTable
 from sqlmodel.sql.sqltypes import UTCDateTime
 
 from kpi.models import Observation, Rollup
+from kpi.store import bump_generation_on
 
 GRAINS = ("day", "week", "month")
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -635,6 +636,8 @@ def rebuild_all(connection: Connection, *, tz: ZoneInfo | None = None) -> None:
     ).all()
     for at in range(0, len(spans), REBUILD_BATCH):
         refresh(connection, [tuple(row) for row in spans[at : at + REBUILD_BATCH]])
+    # Answers kept per store generation were made of the rollups just replaced.
+    bump_generation_on(connection)
 
 
 def _recompute_days(connection: Connection, tz: ZoneInfo) -> None:

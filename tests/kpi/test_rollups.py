@@ -6,8 +6,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 from sqlalchemy import select, update
+from sqlmodel import Session
 
-from kpi import importer, rollups
+from kpi import importer, rollups, store
 from kpi.models import Rollup, Series
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -251,9 +252,16 @@ def test_rebuild_all_restores_every_rollup(catalog_engine, tmp_path):
         connection.execute(update(Rollup).where(Rollup.grain == "week").values(total=0.0))
         connection.execute(Rollup.__table__.delete().where(Rollup.grain == "month"))
         assert rollups.discrepancies(connection) != []
+        before = _generation(connection)
         rollups.rebuild_all(connection)
+        assert _generation(connection) != before  # kept answers are not reused
     assert stored(catalog_engine) == EXPECTED
     assert discrepancies(catalog_engine) == []
+
+
+def _generation(connection) -> str:
+    with Session(bind=connection) as session:
+        return store.generation(session=session)
 
 
 def test_rebuild_all_in_another_time_zone_moves_days(catalog_engine, tmp_path):
