@@ -41,7 +41,7 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kpi import catalog, rollups  # noqa: E402
+from kpi import bulk, catalog, rollups  # noqa: E402
 from kpi.db import open_store, session_scope  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -123,7 +123,7 @@ class Spec:
         return self.observations, self.expected_rollups()
 
     def expected_rollups(self) -> int:
-        days = np.unique(self.moments() // 86_400_000_000)
+        days = np.unique(self.moments() // bulk.DAY_US)
         as_dates = [date(1970, 1, 1) + timedelta(days=int(d)) for d in days]
         weeks = {rollups.week_start(d) for d in as_dates}
         months = {rollups.month_start(d) for d in as_dates}
@@ -165,13 +165,9 @@ def seriesdim_rows(spec: Spec) -> list[tuple[int, str, str]]:
 
 
 def sqlite_texts(moments: np.ndarray) -> tuple[list[str], list[str]]:
-    """`ts` and `day` as SQLAlchemy's DateTime and Date store them on SQLite (and as
-    kpi/importer.py's _sqlite_times/_sqlite_days write them): `2026-10-31 23:30:00.000000`,
-    `2026-10-31`. The day is the UTC date: the store's time zone is UTC."""
-    as_us = moments.astype("datetime64[us]")
-    ts = np.char.replace(np.datetime_as_string(as_us, unit="us"), "T", " ")
-    day = np.datetime_as_string(as_us.astype("datetime64[D]"), unit="D")
-    return ts.tolist(), day.tolist()
+    """`ts` and `day` as the importer writes them on SQLite (`kpi.bulk`). The day is the UTC
+    date: the store's time zone is UTC."""
+    return bulk.sqlite_times(moments).tolist(), bulk.sqlite_days(moments // bulk.DAY_US).tolist()
 
 
 # --- common steps --------------------------------------------------------------------------
@@ -289,32 +285,15 @@ def ensure_sqlite(spec: Spec, *, rebuild: bool = False) -> str:
 
 # --- PostgreSQL ----------------------------------------------------------------------------
 
-# Binary COPY: a header, rows of (field count, then length + big-endian value per field), a
-# trailer; timestamps in µs and dates in days since 2000-01-01 (as kpi/importer.py writes it).
-_PG_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
-_PG_TRAILER = b"\xff\xff"
-_PG_EPOCH_US = 946_684_800_000_000
-_PG_EPOCH_DAYS = 10_957
-_PG_ROW = np.dtype(
-    [
-        ("n", ">i2"),
-        ("l1", ">i4"), ("series_id", ">i4"),
-        ("l2", ">i4"), ("ts", ">i8"),
-        ("l3", ">i4"), ("day", ">i4"),
-        ("l4", ">i4"), ("value", ">f8"),
-    ]
-)  # fmt: skip
-
 
 def pg_copy_block(series_id: int, moments: np.ndarray, values: np.ndarray) -> bytes:
-    rows = np.empty(len(moments), _PG_ROW)
-    rows["n"] = 4
-    rows["l1"], rows["l2"], rows["l3"], rows["l4"] = 4, 8, 4, 8
-    rows["series_id"] = series_id
-    rows["ts"] = moments - _PG_EPOCH_US
-    rows["day"] = moments // 86_400_000_000 - _PG_EPOCH_DAYS
-    rows["value"] = values
-    return rows.tobytes()
+    """One series' rows of the binary COPY, encoded as the importer encodes them."""
+    return bulk.pg_copy_rows(
+        series_id=(">i4", np.full(len(moments), series_id)),
+        ts=(">i8", moments - bulk.PG_EPOCH_US),
+        day=(">i4", moments // bulk.DAY_US - bulk.PG_EPOCH_DAYS),
+        value=(">f8", values),
+    )
 
 
 def pg_url(admin_url: str, database: str) -> str:
@@ -360,11 +339,11 @@ def build_postgres(url: str, spec: Spec) -> dict[str, float]:
         )
         query = "COPY observation (series_id, ts, day, value) FROM STDIN (FORMAT binary)"
         with cursor.copy(query) as copy:
-            copy.write(_PG_HEADER)
+            copy.write(bulk.PG_HEADER)
             for series_id, measure, _, _ in spec.series:
                 values = values_for(measure, series_id, moments, spec.step_us)
                 copy.write(pg_copy_block(series_id, moments, values))
-            copy.write(_PG_TRAILER)
+            copy.write(bulk.PG_TRAILER)
     timings["observations"] = time.perf_counter() - started
     timings["rollups (rebuild_all)"] = build_rollups(url, sqlite_fast=False)
     started = time.perf_counter()

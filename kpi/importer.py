@@ -50,7 +50,7 @@ import pandas as pd
 from rapidfuzz import fuzz, process
 from sqlalchemy import Connection, Engine, insert, select
 
-from kpi import rollups
+from kpi import bulk, rollups
 from kpi.errors import ImportRejected
 from kpi.models import Measure, Series, SeriesDim
 from kpi.store import bump_generation_on
@@ -1027,7 +1027,7 @@ class _SqliteStore(_Store):
         query = "SELECT ts, value FROM observation WHERE series_id = ? AND ts >= ? AND ts <= ?"
         found_sid, found_ts, found_value = [], [], []
         for series_id, lo, hi in zip(
-            sid.tolist(), rollups.sqlite_times(first), rollups.sqlite_times(last), strict=True
+            sid.tolist(), bulk.sqlite_times(first), bulk.sqlite_times(last), strict=True
         ):
             rows = cursor.execute(query, (series_id, lo, hi)).fetchall()
             if rows:
@@ -1041,17 +1041,17 @@ class _SqliteStore(_Store):
         return np.concatenate(found_sid), ts, np.array(found_value, np.float64)
 
     def insert(self, sid, ts, day, value) -> None:
-        rollups.sqlite_insert_many(
+        bulk.sqlite_insert_many(
             self.driver,
             "INSERT INTO observation (series_id, ts, day, value)",
             "({0}, {1}, {2}, {3})",
-            (sid, rollups.sqlite_times(ts), rollups.sqlite_days(day), value),
+            (sid, bulk.sqlite_times(ts), bulk.sqlite_days(day), value),
         )
 
     def update(self, sid, ts, value) -> None:
         self.driver.executemany(
             "UPDATE observation SET value = ? WHERE series_id = ? AND ts = ?",
-            zip(value.tolist(), sid.tolist(), rollups.sqlite_times(ts), strict=True),
+            zip(value.tolist(), sid.tolist(), bulk.sqlite_times(ts), strict=True),
         )
 
 
@@ -1088,21 +1088,21 @@ class _PostgresStore(_Store):
             with cursor.copy(query, (sid.tolist(), first.tolist(), last.tolist())) as copy:
                 for part in copy:
                     data += part
-        found_sid, found_ts, found_value = rollups.pg_copy_arrays(bytes(data), _PG_FOUND)
+        found_sid, found_ts, found_value = bulk.pg_copy_arrays(bytes(data), _PG_FOUND)
         return (
             found_sid.astype(np.int64),
-            found_ts.astype(np.int64) + rollups.PG_EPOCH_US,
+            found_ts.astype(np.int64) + bulk.PG_EPOCH_US,
             found_value.astype(np.float64),
         )
 
     def insert(self, sid, ts, day, value) -> None:
         query = "COPY observation (series_id, ts, day, value) FROM STDIN (FORMAT binary)"
-        for at in range(0, len(sid), rollups.WRITE_CHUNK):  # one chunk's payload at a time
-            part = slice(at, at + rollups.WRITE_CHUNK)
-            data = rollups.pg_copy_data(
+        for at in range(0, len(sid), bulk.WRITE_CHUNK):  # one chunk's payload at a time
+            part = slice(at, at + bulk.WRITE_CHUNK)
+            data = bulk.pg_copy_data(
                 series_id=(">i4", sid[part]),
-                ts=(">i8", ts[part] - rollups.PG_EPOCH_US),
-                day=(">i4", day[part] - rollups.PG_EPOCH_DAYS),
+                ts=(">i8", ts[part] - bulk.PG_EPOCH_US),
+                day=(">i4", day[part] - bulk.PG_EPOCH_DAYS),
                 value=(">f8", value[part]),
             )
             with self.driver.cursor() as cursor, cursor.copy(query) as copy:
@@ -1116,8 +1116,8 @@ class _PostgresStore(_Store):
                     " value float8) ON COMMIT DROP"
                 )
                 self.changes_table = True
-            data = rollups.pg_copy_data(
-                series_id=(">i4", sid), ts=(">i8", ts - rollups.PG_EPOCH_US), value=(">f8", value)
+            data = bulk.pg_copy_data(
+                series_id=(">i4", sid), ts=(">i8", ts - bulk.PG_EPOCH_US), value=(">f8", value)
             )
             with cursor.copy("COPY kpi_changes FROM STDIN (FORMAT binary)") as copy:
                 copy.write(data)

@@ -33,6 +33,16 @@ from sqlalchemy import Column, Connection, Date, Integer, MetaData, Table, selec
 from sqlalchemy.schema import CreateTable
 from sqlmodel.sql.sqltypes import UTCDateTime
 
+from kpi.bulk import (
+    DAY_US,
+    PG_EPOCH_DAYS,
+    PG_EPOCH_US,
+    WRITE_CHUNK,
+    pg_copy_data,
+    sqlite_days,
+    sqlite_insert_many,
+    sqlite_times,
+)
 from kpi.models import Observation, Rollup
 from kpi.store import bump_generation_on
 
@@ -256,7 +266,6 @@ VALUES (?, ?, date(? * 86400, 'unixepoch'), date(? * 86400, 'unixepoch'),
         date((? - 1) * 86400, 'unixepoch') || ' 00:00:00.000000',
         date((? + 1) * 86400, 'unixepoch') || ' 00:00:00.000000')
 """
-_DAY_US = 86_400_000_000
 
 
 def _fill_touched(connection: Connection, rows: tuple[np.ndarray, ...]) -> None:
@@ -272,62 +281,14 @@ def _fill_touched(connection: Connection, rows: tuple[np.ndarray, ...]) -> None:
         series_id=(">i4", sid),
         start=(">i4", start - PG_EPOCH_DAYS),
         stop=(">i4", stop - PG_EPOCH_DAYS),
-        ts_from=(">i8", (start - 1 - PG_EPOCH_DAYS) * _DAY_US),
-        ts_to=(">i8", (stop + 1 - PG_EPOCH_DAYS) * _DAY_US),
+        ts_from=(">i8", (start - 1 - PG_EPOCH_DAYS) * DAY_US),
+        ts_to=(">i8", (stop + 1 - PG_EPOCH_DAYS) * DAY_US),
     )
     driver = connection.connection.driver_connection
     columns = "kind, series_id, start, stop, ts_from, ts_to"
     query = f"COPY kpi_touched ({columns}) FROM STDIN (FORMAT binary)"
     with driver.cursor() as cursor, cursor.copy(query) as copy:
         copy.write(data)
-
-
-# PostgreSQL's binary COPY format: a header, rows of (field count, then length and big-endian
-# value per field) and a trailer. numpy builds and reads whole blocks of it without a Python
-# object per row. Timestamps count µs, dates days, from 2000-01-01.
-PG_EPOCH_DAYS = 10_957  # 2000-01-01 in days since 1970-01-01
-PG_EPOCH_US = PG_EPOCH_DAYS * _DAY_US
-_PG_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
-_PG_TRAILER = b"\xff\xff"
-
-
-def pg_copy_dtype(**fields: str) -> np.dtype:
-    """The layout of one binary COPY row of the given fixed-size big-endian fields."""
-    layout = [("field_count", ">i2")]
-    for name, code in fields.items():
-        layout += [(f"{name}_length", ">i4"), (name, code)]
-    return np.dtype(layout)
-
-
-def pg_copy_data(**columns: tuple[str, np.ndarray]) -> bytes:
-    """A binary COPY payload from columns given as (big-endian dtype code, values)."""
-    dtype = pg_copy_dtype(**{name: code for name, (code, _) in columns.items()})
-    rows = np.empty(len(next(iter(columns.values()))[1]), dtype)
-    rows["field_count"] = len(columns)
-    for name, (code, values) in columns.items():
-        rows[f"{name}_length"] = np.dtype(code).itemsize
-        rows[name] = values
-    return _PG_HEADER + rows.tobytes() + _PG_TRAILER
-
-
-def pg_copy_arrays(data: bytes, codes: Sequence[str]) -> list[np.ndarray]:
-    """The columns of a binary COPY … TO STDOUT of one row of one-dimensional arrays without
-    nulls, of fixed-size elements with the given big-endian dtype codes. (COPY sends each row as
-    a message of its own, and a million messages cost more to receive than one of arrays.)"""
-    at = 19 + int.from_bytes(data[15:19], "big") + 2  # header, then the row's field count
-    arrays = []
-    for code in codes:
-        length = int.from_bytes(data[at : at + 4], "big")
-        at += 4
-        ndim = int.from_bytes(data[at : at + 4], "big")
-        if ndim == 0:  # empty
-            arrays.append(np.zeros(0, code))
-        else:  # ndim, flags, element type, size, lower bound; then (length, value) each
-            count = int.from_bytes(data[at + 12 : at + 16], "big")
-            element = np.dtype([("length", ">i4"), ("value", code)])
-            arrays.append(np.frombuffer(data, element, count, offset=at + 20)["value"])
-        at += length
-    return arrays
 
 
 # --- merge-add: rollups of new observations, from the rows in memory -----------------------
@@ -428,7 +389,6 @@ def write_partials(connection: Connection, parts: Partials, new: np.ndarray) -> 
             writer(connection, parts.take(rows[at : at + WRITE_CHUNK]), merge=merge)
 
 
-WRITE_CHUNK = 100_000
 _ROLLUP_COLUMNS = "grain, series_id, start, total, count, minimum, maximum, last_ts, last_value"
 _MERGE = """
 ON CONFLICT (grain, series_id, start) DO UPDATE SET
@@ -439,53 +399,6 @@ ON CONFLICT (grain, series_id, start) DO UPDATE SET
     last_value = CASE WHEN excluded.last_ts > rollup.last_ts
                       THEN excluded.last_value ELSE rollup.last_value END
 """
-
-
-def sqlite_times(ts: np.ndarray) -> np.ndarray:
-    """The text SQLAlchemy's DateTime stores on SQLite: `2026-10-31 23:30:00.000000`.
-    Formatted once per distinct moment (a file of dates has few), found by hashing: sorting
-    would cost more than the formatting saved."""
-    at, moments = pd.factorize(ts)
-    text = np.datetime_as_string(moments.astype("datetime64[us]"), unit="us")
-    return np.char.replace(text, "T", " ").astype(object)[at]
-
-
-def sqlite_days(day: np.ndarray) -> np.ndarray:
-    """The text SQLAlchemy's Date stores on SQLite: `2026-11-01`."""
-    at, days = pd.factorize(day)
-    return np.datetime_as_string(days.astype("datetime64[D]"), unit="D").astype(object)[at]
-
-
-# Rows per INSERT statement in bulk writes on SQLite: one statement with many VALUES rows pays
-# the per-statement cost (reset, VM start, a Python tuple) once for all of them.
-SQLITE_ROWS_PER_INSERT = 250
-SQLITE_CHUNK = 80 * SQLITE_ROWS_PER_INSERT
-
-
-def sqlite_insert_many(driver, head: str, row: str, columns: Sequence, tail: str = "") -> None:
-    """`head VALUES row, row, … tail` through the driver, in chunks, so the Python objects of
-    only one chunk of rows exist at a time. `row` names the columns as {0}, {1}, …; one may
-    appear several times, bound once."""
-    width = len(columns)
-    step = SQLITE_ROWS_PER_INSERT
-
-    def values(rows: int) -> str:
-        numbered = (
-            row.format(*(f"?{i * width + j + 1}" for j in range(width))) for i in range(rows)
-        )
-        return f"{head} VALUES {', '.join(numbered)} {tail}"
-
-    many, one = values(step), values(1)
-    for at in range(0, len(columns[0]), SQLITE_CHUNK):
-        chunk = [column[at : at + SQLITE_CHUNK] for column in columns]
-        table = np.empty((len(chunk[0]), width), object)
-        for i, column in enumerate(chunk):
-            table[:, i] = column
-        whole = len(table) // step * step
-        if whole:
-            driver.executemany(many, table[:whole].reshape(-1, width * step).tolist())
-        if whole < len(table):
-            driver.executemany(one, table[whole:].tolist())
 
 
 def _sqlite_write(connection: Connection, parts: Partials, *, merge: bool) -> None:
