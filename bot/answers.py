@@ -20,6 +20,14 @@ def renderer() -> Renderer:
     return _renderer
 
 
+JSON_HEADERS = {"content-type": "application/json;charset=utf-8"}
+
+
+def ephemeral_body(message: dict) -> str:
+    """A slash command's HTTP reply: the message, shown to the asker alone."""
+    return json.dumps({"response_type": "ephemeral", **message})
+
+
 def render_reply(reply: Reply, **extra: object) -> dict:
     """The reply as a message. Replies are cached per store generation; so are their renderings,
     which saves a template render and a JSON parse on every repeated question."""

@@ -1,6 +1,5 @@
 """`create_app`: a fresh Bolt App from settings and services; nothing is built at import time."""
 
-import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -9,7 +8,7 @@ from slack_bolt import App, BoltContext, BoltResponse
 from slack_bolt.context.respond import Respond
 
 import handlers
-from bot.answers import error_message
+from bot.answers import JSON_HEADERS, ephemeral_body, error_message
 from bot.services import Services
 from kpi.errors import KpibotError
 
@@ -52,12 +51,7 @@ def reply_with_error(
         )
     message = error_message(error)
     if body.get("command"):  # a slash command is not acked yet: answer in the HTTP reply
-        payload = {"response_type": "ephemeral", **message}
-        return BoltResponse(
-            status=200,
-            body=json.dumps(payload),
-            headers={"content-type": "application/json;charset=utf-8"},
-        )
+        return BoltResponse(status=200, body=ephemeral_body(message), headers=JSON_HEADERS)
     if respond is not None and body.get("response_url"):
         respond(**message, response_type="ephemeral", replace_original=False)
     return None

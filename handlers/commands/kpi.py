@@ -1,6 +1,5 @@
 """`/kpi`: parse, answer from kpi/, render, reply — fast answers in the ack, slow ones after it."""
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -8,14 +7,13 @@ from datetime import datetime
 from slack_bolt import Ack, BoltContext, BoltResponse, Respond
 
 from bot.alerts import evaluate_soon
-from bot.answers import render_reply, renderer, share_value
+from bot.answers import JSON_HEADERS, ephemeral_body, render_reply, renderer, share_value
 from bot.followups import send_trend
 from bot.services import Services
 from kpi.query import Ask, Record, Trend
 from kpi.service import Snapshot, Viewer
 
 COMMAND = "/kpi"
-JSON = {"content-type": "application/json;charset=utf-8"}
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ def kept_answers(
     key = services.kpis.question_key(text, viewer=viewer, as_of=as_of, snap=snap)
     kept = services.replies.get(key)
     if kept is not None:
-        return BoltResponse(status=200, body=kept, headers=JSON)
+        return BoltResponse(status=200, body=kept, headers=JSON_HEADERS)
     context["asked"] = Asked(text, snap, viewer, as_of, key)
     return next_()
 
@@ -62,6 +60,6 @@ def kpi_command(
     message = render_reply(reply, share=share_value(reply, text, as_of))
     ack(response_type="ephemeral", **message)
     if isinstance(request, Ask):  # a question, no side effects: the same answer all day
-        services.replies.put(asked.key, json.dumps({"response_type": "ephemeral", **message}))
+        services.replies.put(asked.key, ephemeral_body(message))
     if isinstance(request, Record):
         evaluate_soon(services)
