@@ -117,3 +117,12 @@ def pg_copy_arrays(data: bytes, codes: Sequence[str]) -> list[np.ndarray]:
             arrays.append(np.frombuffer(data, element, count, offset=at + 20)["value"])
         at += length
     return arrays
+
+
+def pg_read_arrays(driver, query: str, params: Sequence, codes: Sequence[str]) -> list[np.ndarray]:
+    """Run `COPY (SELECT array_agg(…), …) TO STDOUT (FORMAT binary)` and decode its arrays."""
+    data = bytearray()
+    with driver.cursor() as cursor, cursor.copy(query, params) as copy:
+        for part in copy:
+            data += part
+    return pg_copy_arrays(bytes(data), codes)

@@ -155,10 +155,19 @@ def import_csv(
 
         with _transaction(engine, tz, dry_run) as loader:
             dims = [name for name in names if name not in REQUIRED]
-            with _progress_bar(progress, size - body_at) as advance:
-                for frame in frames(advance):
-                    loader.add(_prepare_frame(frame, dims, loader))
-            loader.finish(lambda: (_prepare_frame(f, dims, loader) for f in frames()))
+
+            def batches(advance: Callable[[int], None] = lambda _: None) -> Iterator[_Batch]:
+                return (_prepare_frame(frame, dims, loader) for frame in frames(advance))
+
+            unchanged = None
+            if loader.stored_series:
+                with _progress_bar(progress, size - body_at) as advance:
+                    unchanged = _unchanged_months(loader, batches(advance))
+            if unchanged is None or not unchanged.everything:
+                with _progress_bar(progress, size - body_at) as advance:
+                    for batch in batches(advance):
+                        loader.add(batch, unchanged)
+            loader.finish(batches)
     return loader.summary(clock.perf_counter() - started)
 
 
@@ -738,13 +747,21 @@ class _Loader:
             self.ids[index] = self.stored_series.get((measure, dims), 0)
         return index
 
-    def add(self, batch: _Batch) -> None:
+    def add(self, batch: _Batch, unchanged: "_UnchangedMonths | None" = None) -> None:
+        """Count, check and write a block's rows; rows of `unchanged` months are only counted."""
         self.problems.add(batch.problems, batch.bad_lines)
         self.rows += batch.rows
         self.counts[_UNCHANGED] += batch.rows - len(batch.series)
         if not len(batch.series):
             return
         self.seen[batch.series] = True
+        if unchanged is not None:
+            settled = unchanged.holds(batch)
+            if settled.any():
+                self.counts[_UNCHANGED] += int(settled.sum())
+                batch = _take_rows(batch, ~settled)
+                if not len(batch.series):
+                    return
         # A row can repeat one of an earlier block only if it lies within its series' moments so
         # far; remember those (none, in a file in time order) to check at the end.
         s = batch.series
@@ -763,13 +780,13 @@ class _Loader:
             return
         if not self.dry_run:
             self._create_series(batch.series)
-        status = self._compare(batch, out_of_order)
+        status, before = self._compare(batch, out_of_order)
         for kind in self.counts:
             self.counts[kind] += int((status == kind).sum())
         if out_of_order.any():
             self.candidates.append((_take_rows(batch, out_of_order), status[out_of_order]))
         if not self.dry_run:
-            self._write(batch, status)
+            self._write(batch, status, before)
 
     def _create_series(self, keys: np.ndarray) -> None:
         missing = [int(k) for k in np.unique(keys) if self.ids[k] == 0]
@@ -786,20 +803,22 @@ class _Loader:
         if dims:
             self.connection.execute(insert(SeriesDim), dims)
 
-    def _compare(self, batch: _Batch, out_of_order: np.ndarray) -> np.ndarray:
-        """Per row: inserted, updated or unchanged, against the stored values."""
+    def _compare(self, batch: _Batch, out_of_order: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Per row: inserted, updated or unchanged, against the stored values; and the stored
+        value (NaN where there is none)."""
         sid = self.ids[batch.series]
         status = np.full(len(sid), _INSERTED, np.int8)
+        before = np.full(len(sid), np.nan)
         # A series this import created holds only rows of earlier blocks: none of its in-order
         # rows can be there.
         stored = (sid > 0) & ~(self.fresh[batch.series] & ~out_of_order)
         if not stored.any():
-            return status
+            return status, before
         rows = np.flatnonzero(stored)
         self._flush()  # what is compared must be stored
         found_sid, found_ts, found_value = self.store.lookup(*_ranges(sid[rows], batch.ts[rows]))
         if not len(found_sid):
-            return status
+            return status, before
         moments, row_moment = np.unique(batch.ts[rows], return_inverse=True)
         found_moment = pd.Index(moments).get_indexer(found_ts)
         hit = found_moment >= 0
@@ -808,12 +827,13 @@ class _Loader:
         at = stored_keys.get_indexer(sid[rows] * width + row_moment)
         exists = at >= 0
         same = exists.copy()
-        same[exists] = found_value[hit][at[exists]] == batch.value[rows][exists]
+        before[rows[exists]] = found_value[hit][at[exists]]
+        same[exists] = before[rows[exists]] == batch.value[rows][exists]
         status[rows[exists]] = _UPDATED
         status[rows[same]] = _UNCHANGED
-        return status
+        return status, before
 
-    def _write(self, batch: _Batch, status: np.ndarray) -> None:
+    def _write(self, batch: _Batch, status: np.ndarray, before: np.ndarray) -> None:
         sid = self.ids[batch.series]
         new = status == _INSERTED
         changed = status == _UPDATED
@@ -826,6 +846,14 @@ class _Loader:
         if changed.any():
             self._flush()
             self.store.update(sid[changed], batch.ts[changed], batch.value[changed])
+            rollups.adjust_checksums(
+                self.connection,
+                sid[changed],
+                batch.ts[changed],
+                batch.day[changed],
+                before[changed],
+                batch.value[changed],
+            )
             # A changed value cannot be merged: its days are recomputed from the observations
             # (after the merge above, which they then include), weeks and months once at the end
             # from the days, as one may span blocks. The ranges stay few: about one per series.
@@ -966,6 +994,75 @@ class _Loader:
         )
 
 
+# --- months a re-import leaves as they are ---------------------------------------------------
+
+
+@dataclass
+class _UnchangedMonths:
+    """(series key, month) pairs whose rows in the file are exactly the stored ones."""
+
+    codes: np.ndarray  # sorted _month_code values
+    everything: bool  # every row of the file lies in one of them
+
+    def holds(self, batch: _Batch) -> np.ndarray:
+        """Which of a block's rows lie in an unchanged month."""
+        codes = _month_code(batch.series, rollups.bucket_starts("month", batch.day))
+        at = np.minimum(np.searchsorted(self.codes, codes), max(len(self.codes) - 1, 0))
+        return self.codes[at] == codes if len(self.codes) else np.zeros(len(codes), bool)
+
+
+def _month_code(keys: np.ndarray, months: np.ndarray) -> np.ndarray:
+    return keys.astype(np.int64) << 20 | months  # months count days from 1970: < 2**20
+
+
+def _unchanged_months(loader: _Loader, batches: Iterable[_Batch]) -> _UnchangedMonths | None:
+    """A first pass over a file that mostly feeds stored series, before anything is written:
+    each month of rows that matches its stored month rollup in row count and checksum holds
+    exactly the stored rows (a re-import), so the second pass need not look up its rows, and
+    if every month matches there is no second pass. None when the file has bad lines (the
+    second pass names them) or its first block is mostly new series (a first import, which
+    would pay this pass for nothing)."""
+    parts: list[rollups.MonthChecks] = []
+    rows = distinct = 0
+    for number, batch in enumerate(batches):
+        if batch.problems or batch.bad_lines:
+            return None
+        sid = loader.ids[batch.series]
+        stored = sid > 0
+        if number == 0 and stored.sum() * 2 < len(sid):
+            return None
+        rows += batch.rows
+        distinct += len(sid)
+        keep = np.flatnonzero(stored)
+        parts.append(
+            rollups.MonthChecks.of(
+                batch.series[keep], batch.ts[keep], batch.day[keep], batch.value[keep]
+            )
+        )
+        if len(parts) > 1 and sum(len(p.key) for p in parts[1:]) > max(len(parts[0].key), 1):
+            parts = [rollups.MonthChecks.combine(parts)]  # memory: about a row per month
+    if not parts:
+        return None
+    mine = rollups.MonthChecks.combine(parts)
+    keys = np.unique(mine.key)
+    stored = rollups.stored_month_checks(loader.connection, loader.ids[keys].tolist())
+    # Stored months by the same code as the file's: series id → the loader's key.
+    stored_keys = keys[pd.Index(loader.ids[keys]).get_indexer(stored.key)]
+    codes = _month_code(mine.key, mine.month)
+    at = pd.Index(_month_code(stored_keys, stored.month)).get_indexer(codes)
+    found = at >= 0
+    same = found.copy()
+    same[found] = (stored.count[at[found]] == mine.count[found]) & (
+        stored.checksum[at[found]] == mine.checksum[found]
+    )
+    settled = int(mine.count[same].sum())
+    if settled == distinct:  # nothing to do in a second pass: count it all now
+        loader.rows += rows
+        loader.counts[_UNCHANGED] += rows
+        loader.seen[keys] = True
+    return _UnchangedMonths(np.sort(codes[same]), everything=settled == distinct)
+
+
 def _take_rows(batch: _Batch, mask: np.ndarray) -> _Batch:
     return _Batch(
         batch.series[mask],
@@ -1083,12 +1180,10 @@ class _PostgresStore(_Store):
             f" AND o.ts >= {bound.format('r.lo')} AND o.ts <= {bound.format('r.hi')})"
             " TO STDOUT (FORMAT binary)"
         )
-        data = bytearray()
-        with self.driver.cursor() as cursor:
-            with cursor.copy(query, (sid.tolist(), first.tolist(), last.tolist())) as copy:
-                for part in copy:
-                    data += part
-        found_sid, found_ts, found_value = bulk.pg_copy_arrays(bytes(data), _PG_FOUND)
+        ranges = (sid.tolist(), first.tolist(), last.tolist())
+        found_sid, found_ts, found_value = bulk.pg_read_arrays(
+            self.driver, query, ranges, _PG_FOUND
+        )
         return (
             found_sid.astype(np.int64),
             found_ts.astype(np.int64) + bulk.PG_EPOCH_US,

@@ -3,7 +3,7 @@ are local calendar dates in the organisation's time zone, which is what periods 
 
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Column, Index, PrimaryKeyConstraint, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, PrimaryKeyConstraint, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -61,6 +61,8 @@ class Rollup(SQLModel, table=True):
     maximum: float
     last_ts: datetime
     last_value: float
+    # Months only: the observations' checksum (kpi.rollups), NULL where unknown.
+    checksum: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class Kpi(SQLModel, table=True):

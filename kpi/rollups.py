@@ -16,6 +16,12 @@ exactly current, in one of two ways:
   through their primary keys. The SQL is the same on SQLite and PostgreSQL but for the first day
   of a week or month, and a window for days where PostgreSQL is faster with it.
 
+Month rollups also keep a checksum of their observations: the sum, modulo 2**40, of a 40-bit hash
+of each one's (moment, value). A re-import compares a file's months with it and skips the row
+lookups of every month that matches in count and checksum (see the importer). It is merged like
+the totals, adjusted by the importer when a value changes, and NULL (unknown: never matches)
+where it was not computed; `rebuild_all` recomputes it.
+
 Observations are only ever added or changed, never deleted; a deletion (or a change of the
 organisation's time zone) needs `rebuild_all`.
 """
@@ -39,6 +45,7 @@ from kpi.bulk import (
     PG_EPOCH_US,
     WRITE_CHUNK,
     pg_copy_data,
+    pg_read_arrays,
     sqlite_days,
     sqlite_insert_many,
     sqlite_times,
@@ -47,6 +54,8 @@ from kpi.models import Observation, Rollup
 from kpi.store import bump_generation_on
 
 GRAINS = ("day", "week", "month")
+CHECKSUM_BITS = 40
+CHECKSUM_MASK = (1 << CHECKSUM_BITS) - 1
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 # Touched days of one series closer than this are refreshed as one range: recomputing a few
 # untouched days costs less than another range row and index probe.
@@ -308,6 +317,7 @@ class Partials:
     maximum: np.ndarray
     last_ts: np.ndarray
     last_value: np.ndarray
+    checksum: np.ndarray  # stored for months only
 
     def __len__(self) -> int:
         return len(self.series_id)
@@ -317,6 +327,33 @@ class Partials:
 
 
 _PARTIAL_ARRAYS = [f.name for f in fields(Partials) if f.name != "grain"]
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+
+
+def row_checksums(ts: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """A 40-bit hash of each (µs, value), as uint64: splitmix64's finaliser over the moment and
+    the value's bits. Stored in checksums, so it must never change. -0.0 counts as 0.0, as it
+    compares equal to it."""
+    bits = (np.asarray(value, np.float64) + 0.0).view(np.uint64)
+    x = np.asarray(ts, np.int64).view(np.uint64) * _GOLDEN ^ bits
+    x ^= x >> np.uint64(30)
+    x *= _MIX[0]
+    x ^= x >> np.uint64(27)
+    x *= _MIX[1]
+    x ^= x >> np.uint64(31)
+    return x >> np.uint64(64 - CHECKSUM_BITS)
+
+
+def sum_checksums(checksums: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Sums modulo 2**40 of the runs starting at `first`, as int64. uint64 sums wrap modulo
+    2**64, a multiple of 2**40, so overflow does not change the result."""
+    if not len(first):
+        return np.zeros(0, np.int64)
+    sums = np.add.reduceat(np.asarray(checksums, np.uint64), first)
+    return (sums & np.uint64(CHECKSUM_MASK)).astype(np.int64)
 
 
 def bucket_starts(grain: str, days: np.ndarray) -> np.ndarray:
@@ -341,6 +378,7 @@ def partials(grain: str, sid: np.ndarray, ts: np.ndarray, day: np.ndarray, value
         maximum=np.maximum.reduceat(value, first),
         last_ts=ts[last],
         last_value=value[last],
+        checksum=sum_checksums(row_checksums(ts, value), first),
     )
     return parts, first
 
@@ -351,6 +389,159 @@ def _runs(sid: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     edge[1:] = (sid[1:] != sid[:-1]) | (start[1:] != start[:-1])
     first = np.flatnonzero(edge)
     return first, np.append(first[1:], len(sid)) - 1
+
+
+# --- month checksums -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MonthChecks:
+    """Count and checksum of rows per (key, month), sorted by key and month: `key` is whatever
+    the caller groups by (a series id, or the importer's series key). Months as day numbers."""
+
+    key: np.ndarray
+    month: np.ndarray
+    count: np.ndarray
+    checksum: np.ndarray
+
+    @classmethod
+    def of(cls, key: np.ndarray, ts: np.ndarray, day: np.ndarray, value) -> "MonthChecks":
+        """Of rows given with each key's rows together and in time order."""
+        month = _month_starts(day)
+        first, last = _runs(key, month)
+        checksum = sum_checksums(row_checksums(ts, value), first)
+        return cls(key[first], month[first], last - first + 1, checksum)
+
+    @classmethod
+    def combine(cls, parts: Sequence["MonthChecks"]) -> "MonthChecks":
+        key, month, count, checksum = (
+            np.concatenate([getattr(p, name) for p in parts])
+            for name in ("key", "month", "count", "checksum")
+        )
+        order = np.lexsort((month, key))
+        key, month = key[order], month[order]
+        first, _ = _runs(key, month)
+        return cls(
+            key[first],
+            month[first],
+            np.add.reduceat(count[order], first) if len(first) else count,
+            sum_checksums(checksum[order], first) if len(first) else checksum,
+        )
+
+
+def stored_month_checks(connection: Connection, series_ids: Sequence[int]) -> MonthChecks:
+    """The month rollups' counts and known checksums of the given series (through the driver:
+    a re-import reads one row per series and month, tens of thousands)."""
+    ids = sorted(set(series_ids))
+    driver = connection.connection.driver_connection
+    if connection.dialect.name == "postgresql":
+        query = (
+            "COPY (SELECT coalesce(array_agg(series_id), '{}'), coalesce(array_agg(start), '{}'),"
+            " coalesce(array_agg(count), '{}'), coalesce(array_agg(checksum), '{}')"
+            " FROM rollup WHERE grain = 'month' AND checksum IS NOT NULL"
+            " AND series_id = ANY(%s::int4[])) TO STDOUT (FORMAT binary)"
+        )
+        codes = (">i4", ">i4", ">i4", ">i8")
+        sid, start, count, checksum = pg_read_arrays(driver, query, (ids,), codes)
+        found = (sid, start.astype(np.int64) + PG_EPOCH_DAYS, count, checksum)
+    else:
+        rows = []
+        for at in range(0, len(ids), 500):  # SQLite caps parameters per statement
+            chunk = ids[at : at + 500]
+            rows += driver.execute(
+                "SELECT series_id, start, count, checksum FROM rollup WHERE grain = 'month'"
+                f" AND checksum IS NOT NULL AND series_id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+        sid, start, count, checksum = zip(*rows, strict=True) if rows else ([], [], [], [])
+        found = (sid, np.array(start, "datetime64[D]").astype(np.int64), count, checksum)
+    sid, start, count, checksum = (np.asarray(column, np.int64) for column in found)
+    return (
+        MonthChecks.combine([MonthChecks(sid, start, count, checksum)])
+        if len(sid)
+        else (MonthChecks(sid, start, count, checksum))
+    )
+
+
+def adjust_checksums(connection: Connection, sid, ts, day, before, after) -> None:
+    """Changed values (same series and moment, `before` → `after`): the same change to the
+    checksums of their months, which stay unknown (NULL) if they were."""
+    order = np.lexsort((ts, sid))
+    sid, ts, day = sid[order], ts[order], day[order]
+    old = row_checksums(ts, before[order])
+    new = row_checksums(ts, after[order])
+    delta = (new - old) & np.uint64(CHECKSUM_MASK)  # modulo 2**40, never negative
+    month = _month_starts(day)
+    first, _ = _runs(sid, month)
+    _update_checksums(connection, sid[first], month[first], sum_checksums(delta, first), add=True)
+
+
+def fill_checksums(connection: Connection, *, batch: int = 5 * REBUILD_BATCH) -> None:
+    """Compute every month rollup's checksum from the observations, `batch` series at a time
+    (what rebuild_all and the migration that introduced checksums need)."""
+    ids = connection.execute(text("SELECT DISTINCT series_id FROM rollup")).scalars().all()
+    ids = sorted(ids)
+    for at in range(0, len(ids), batch):
+        chunk = ids[at : at + batch]
+        sid, ts, day, value = _read_observations(connection, chunk[0], chunk[-1])
+        order = np.lexsort((ts, sid))
+        checks = MonthChecks.of(sid[order], ts[order], day[order], value[order])
+        _update_checksums(connection, checks.key, checks.month, checks.checksum, add=False)
+
+
+def _read_observations(connection: Connection, lo: int, hi: int) -> tuple[np.ndarray, ...]:
+    """(series_id, µs, day, value) of the series lo…hi, in no particular order."""
+    if connection.dialect.name == "postgresql":
+        query = (
+            "COPY (SELECT coalesce(array_agg(series_id), '{}'), coalesce(array_agg(ts), '{}'),"
+            " coalesce(array_agg(day), '{}'), coalesce(array_agg(value), '{}')"
+            " FROM observation WHERE series_id BETWEEN %s AND %s) TO STDOUT (FORMAT binary)"
+        )
+        driver = connection.connection.driver_connection
+        sid, ts, day, value = pg_read_arrays(driver, query, (lo, hi), (">i4", ">i8", ">i4", ">f8"))
+        return (
+            sid.astype(np.int64),
+            ts.astype(np.int64) + PG_EPOCH_US,
+            day.astype(np.int64) + PG_EPOCH_DAYS,
+            value.astype(np.float64),
+        )
+    rows = connection.connection.driver_connection.execute(
+        "SELECT series_id, ts, day, value FROM observation WHERE series_id BETWEEN ? AND ?",
+        (lo, hi),
+    ).fetchall()
+    if not rows:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty, np.zeros(0)
+    sid, ts, day, value = zip(*rows, strict=True)
+    return (
+        np.array(sid, np.int64),
+        np.array(ts, "datetime64[us]").astype(np.int64),
+        np.array(day, "datetime64[D]").astype(np.int64),
+        np.array(value, np.float64),
+    )
+
+
+def _update_checksums(connection: Connection, sid, month, checksum, *, add: bool) -> None:
+    """Set (or, with `add`, add modulo 2**40 to) the checksums of the given month rollups."""
+    modulus = CHECKSUM_MASK + 1
+    value = f"(rollup.checksum + {{}}) % {modulus}" if add else "{}"
+    driver = connection.connection.driver_connection
+    if connection.dialect.name == "postgresql":
+        with driver.cursor() as cursor:
+            cursor.execute(
+                # psycopg takes % for a placeholder: the modulo is doubled.
+                f"UPDATE rollup SET checksum = {value.format('c.part').replace('%', '%%')}"
+                " FROM unnest(%s::int4[], %s::int4[], %s::int8[]) AS c(series_id, month, part)"
+                " WHERE rollup.grain = 'month' AND rollup.series_id = c.series_id"
+                " AND rollup.start = date '1970-01-01' + c.month",
+                (sid.tolist(), month.tolist(), checksum.tolist()),
+            )
+        return
+    driver.executemany(
+        f"UPDATE rollup SET checksum = {value.format('?')}"
+        " WHERE grain = 'month' AND series_id = ? AND start = ?",
+        zip(checksum.tolist(), sid.tolist(), sqlite_days(month).tolist(), strict=True),
+    )
 
 
 def combine(parts: Sequence[Partials]) -> Partials:
@@ -370,6 +561,7 @@ def combine(parts: Sequence[Partials]) -> Partials:
         maximum=np.maximum.reduceat(a["maximum"], first),
         last_ts=a["last_ts"][last],
         last_value=a["last_value"][last],
+        checksum=sum_checksums(a["checksum"], first),
     )
 
 
@@ -390,6 +582,7 @@ def write_partials(connection: Connection, parts: Partials, new: np.ndarray) -> 
 
 
 _ROLLUP_COLUMNS = "grain, series_id, start, total, count, minimum, maximum, last_ts, last_value"
+# NULL (unknown) stays NULL: a sum with it means nothing.
 _MERGE = """
 ON CONFLICT (grain, series_id, start) DO UPDATE SET
     total = rollup.total + excluded.total, count = rollup.count + excluded.count,
@@ -397,15 +590,20 @@ ON CONFLICT (grain, series_id, start) DO UPDATE SET
     maximum = {greatest}(rollup.maximum, excluded.maximum),
     last_ts = {greatest}(rollup.last_ts, excluded.last_ts),
     last_value = CASE WHEN excluded.last_ts > rollup.last_ts
-                      THEN excluded.last_value ELSE rollup.last_value END
+                      THEN excluded.last_value ELSE rollup.last_value END,
+    checksum = (rollup.checksum + excluded.checksum) % {modulus}
 """
+
+
+def _columns(grain: str) -> str:
+    return _ROLLUP_COLUMNS + (", checksum" if grain == "month" else "")
 
 
 def _sqlite_write(connection: Connection, parts: Partials, *, merge: bool) -> None:
     # Through the driver: SQLAlchemy's processing of each parameter would cost more than the
     # insert. The grain is one of GRAINS, so it can be part of the statement.
-    insert = f"INSERT INTO rollup ({_ROLLUP_COLUMNS})"
-    tail = _MERGE.format(least="min", greatest="max") if merge else ""
+    insert = f"INSERT INTO rollup ({_columns(parts.grain)})"
+    tail = _MERGE.format(least="min", greatest="max", modulus=CHECKSUM_MASK + 1) if merge else ""
     driver = connection.connection.driver_connection
     if (parts.count == 1).all():
         # Buckets of one row each (the days of a daily series) have one value for four
@@ -417,7 +615,7 @@ def _sqlite_write(connection: Connection, parts: Partials, *, merge: bool) -> No
             parts.total,
             sqlite_times(parts.last_ts),
         )
-        row = f"('{parts.grain}', {{0}}, {{1}}, {{2}}, 1, {{2}}, {{2}}, {{3}}, {{2}})"
+        row = f"('{parts.grain}', {{0}}, {{1}}, {{2}}, 1, {{2}}, {{2}}, {{3}}, {{2}}"
     else:
         columns = (
             parts.series_id,
@@ -429,8 +627,11 @@ def _sqlite_write(connection: Connection, parts: Partials, *, merge: bool) -> No
             sqlite_times(parts.last_ts),
             parts.last_value,
         )
-        row = f"('{parts.grain}', {{0}}, {{1}}, {{2}}, {{3}}, {{4}}, {{5}}, {{6}}, {{7}})"
-    sqlite_insert_many(driver, insert, row, columns, tail)
+        row = f"('{parts.grain}', {{0}}, {{1}}, {{2}}, {{3}}, {{4}}, {{5}}, {{6}}, {{7}}"
+    if parts.grain == "month":
+        columns += (parts.checksum,)
+        row += f", {{{len(columns) - 1}}}"
+    sqlite_insert_many(driver, insert, row + ")", columns, tail)
 
 
 def _pg_write(connection: Connection, parts: Partials, *, merge: bool) -> None:
@@ -446,7 +647,9 @@ def _pg_write(connection: Connection, parts: Partials, *, merge: bool) -> None:
         maximum=(">f8", parts.maximum),
         last_ts=(">i8", parts.last_ts - PG_EPOCH_US),
         last_value=(">f8", parts.last_value),
+        **({"checksum": (">i8", parts.checksum)} if parts.grain == "month" else {}),
     )
+    columns = _columns(parts.grain)
     table = "kpi_partial" if merge else "rollup"
     driver = connection.connection.driver_connection
     with driver.cursor() as cursor:
@@ -455,12 +658,12 @@ def _pg_write(connection: Connection, parts: Partials, *, merge: bool) -> None:
                 "CREATE TEMPORARY TABLE IF NOT EXISTS kpi_partial"
                 " (LIKE rollup INCLUDING DEFAULTS) ON COMMIT DROP"
             )
-        with cursor.copy(f"COPY {table} ({_ROLLUP_COLUMNS}) FROM STDIN (FORMAT binary)") as copy:
+        with cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT binary)") as copy:
             copy.write(data)
         if merge:
             cursor.execute(
-                f"INSERT INTO rollup ({_ROLLUP_COLUMNS}) SELECT {_ROLLUP_COLUMNS} FROM kpi_partial"
-                + _MERGE.format(least="least", greatest="greatest")
+                f"INSERT INTO rollup ({columns}) SELECT {columns} FROM kpi_partial"
+                + _MERGE.format(least="least", greatest="greatest", modulus=CHECKSUM_MASK + 1)
             )
             cursor.execute("TRUNCATE kpi_partial")
 
@@ -549,6 +752,7 @@ def rebuild_all(connection: Connection, *, tz: ZoneInfo | None = None) -> None:
     ).all()
     for at in range(0, len(spans), REBUILD_BATCH):
         refresh(connection, [tuple(row) for row in spans[at : at + REBUILD_BATCH]])
+    fill_checksums(connection)
     # Answers kept per store generation were made of the rollups just replaced.
     bump_generation_on(connection)
 
@@ -606,6 +810,7 @@ def discrepancies(connection: Connection, *, tz: ZoneInfo | None = None) -> list
             bucket[3] = max(bucket[3], value)
             if ts > bucket[4]:
                 bucket[4], bucket[5] = ts, value
+    _expect_checksums(expected, observations)
     stored = {
         (r.grain, r.series_id, r.start): [
             r.total,
@@ -614,10 +819,11 @@ def discrepancies(connection: Connection, *, tz: ZoneInfo | None = None) -> list
             r.maximum,
             r.last_ts,
             r.last_value,
+            *([r.checksum] if r.grain == "month" else []),
         ]
         for r in connection.execute(select(Rollup)).all()
     }
-    names = ("total", "count", "minimum", "maximum", "last_ts", "last_value")
+    names = ("total", "count", "minimum", "maximum", "last_ts", "last_value", "checksum")
     for key in sorted(expected.keys() | stored.keys(), key=lambda k: (k[1], k[0], k[2])):
         label = f"{key[0]} rollup of series {key[1]} from {key[2]}"
         if key not in stored:
@@ -625,10 +831,25 @@ def discrepancies(connection: Connection, *, tz: ZoneInfo | None = None) -> list
         elif key not in expected:
             problems.append(f"{label}: has no observations")
         else:
-            for name, want, have in zip(names, expected[key], stored[key], strict=True):
+            for name, want, have in zip(names, expected[key], stored[key], strict=False):
                 if not _same(want, have):
                     problems.append(f"{label}: {name} is {have!r}, expected {want!r}")
     return problems
+
+
+def _expect_checksums(expected: dict, observations: Sequence) -> None:
+    """Append each month's checksum, worked out row by row, to its expected rollup."""
+    if not observations:
+        return
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    ts = np.array([(o[1] - epoch) // timedelta(microseconds=1) for o in observations], np.int64)
+    checks = row_checksums(ts, np.array([o[3] for o in observations], np.float64))
+    sums: dict[tuple[int, date], int] = {}
+    for (series_id, _, day, _), check in zip(observations, checks.tolist(), strict=True):
+        key = (series_id, month_start(day))
+        sums[key] = (sums.get(key, 0) + check) % (CHECKSUM_MASK + 1)
+    for (series_id, start), checksum in sums.items():
+        expected[("month", series_id, start)].append(checksum)
 
 
 def _same(want: object, have: object) -> bool:
