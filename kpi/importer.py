@@ -36,7 +36,7 @@ import re
 import sys
 import time as clock
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,11 +48,11 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 from rapidfuzz import fuzz, process
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, func, select
 
 from kpi import bulk, rollups
 from kpi.errors import ImportRejected
-from kpi.models import Measure, Series, SeriesDim
+from kpi.models import Measure, Series
 from kpi.store import bump_generation_on
 
 REQUIRED = ("measure", "date", "value")
@@ -789,19 +789,26 @@ class _Loader:
             self._write(batch, status, before)
 
     def _create_series(self, keys: np.ndarray) -> None:
-        missing = [int(k) for k in np.unique(keys) if self.ids[k] == 0]
-        if not missing:
+        if self.ids[keys].all():
             return
-        rows = [{"measure": self.keys[k][0], "dims": self.keys[k][1]} for k in missing]
-        statement = insert(Series).returning(Series.id, sort_by_parameter_order=True)
-        ids = self.connection.execute(statement, rows).scalars().all()
+        missing = [int(k) for k in np.unique(keys[self.ids[keys] == 0])]
+        rows = [self.keys[k][:2] for k in missing]  # (measure, dims)
+        # Through the driver, then the new ids read back by (measure, dims): SQLAlchemy's
+        # INSERT … RETURNING of rows in order, and its executemany of their dimensions, cost
+        # ~0.2 s (SQLite) to ~0.4 s (PostgreSQL) per 2,000 series.
+        newest = self.connection.execute(select(func.max(Series.id))).scalar_one() or 0
+        self.store.insert_rows("series", ("measure", "dims"), rows)
+        created = self.connection.execute(
+            select(Series.measure, Series.dims, Series.id).where(Series.id > newest)
+        )
+        id_of = {(measure, dims): series_id for measure, dims, series_id in created}
         dims = []
-        for key, series_id in zip(missing, ids, strict=True):
+        for key, row in zip(missing, rows, strict=True):
+            series_id = id_of[row]
             self.ids[key] = series_id
             self.fresh[key] = True
-            dims += [{"series_id": series_id, "dim": d, "value": v} for d, v in self.keys[key][2]]
-        if dims:
-            self.connection.execute(insert(SeriesDim), dims)
+            dims += [(series_id, d, v) for d, v in self.keys[key][2]]
+        self.store.insert_rows("seriesdim", ("series_id", "dim", "value"), dims)
 
     def _compare(self, batch: _Batch, out_of_order: np.ndarray) -> tuple[np.ndarray, ...]:
         """Per row: inserted, updated or unchanged, against the stored values; and the stored
@@ -1109,6 +1116,10 @@ class _Store:
     def insert(self, sid, ts, day, value) -> None:
         raise NotImplementedError
 
+    def insert_rows(self, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
+        """Plain rows into a small table (series and their dimensions)."""
+        raise NotImplementedError
+
     def update(self, sid, ts, value) -> None:
         raise NotImplementedError
 
@@ -1143,6 +1154,12 @@ class _SqliteStore(_Store):
             "INSERT INTO observation (series_id, ts, day, value)",
             "({0}, {1}, {2}, {3})",
             (sid, bulk.sqlite_times(ts), bulk.sqlite_days(day), value),
+        )
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
+        marks = ", ".join("?" * len(columns))
+        self.driver.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows
         )
 
     def update(self, sid, ts, value) -> None:
@@ -1202,6 +1219,12 @@ class _PostgresStore(_Store):
             )
             with self.driver.cursor() as cursor, cursor.copy(query) as copy:
                 copy.write(data)
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
+        with self.driver.cursor() as cursor:
+            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
 
     def update(self, sid, ts, value) -> None:
         with self.driver.cursor() as cursor:

@@ -378,7 +378,11 @@ def partials(grain: str, sid: np.ndarray, ts: np.ndarray, day: np.ndarray, value
         maximum=np.maximum.reduceat(value, first),
         last_ts=ts[last],
         last_value=value[last],
-        checksum=sum_checksums(row_checksums(ts, value), first),
+        checksum=(
+            sum_checksums(row_checksums(ts, value), first)
+            if grain == "month"
+            else np.zeros(len(first), np.int64)  # not stored
+        ),
     )
     return parts, first
 
