@@ -57,6 +57,21 @@ def arrow(delta: float) -> str:
     return "▲" if delta > 0 else "▼" if delta < 0 else "▶"
 
 
+def rounds_to_zero(delta: float, unit: str) -> bool:
+    """Whether a change shows as zero at the unit's precision (`+0.00 %` says nothing)."""
+    decimals = 0 if is_currency(unit) else DECIMALS.get(unit, 2)
+    return round(abs(delta), decimals) == 0
+
+
+def fmt_change(delta: float, unit: str) -> str:
+    """`▲ +8.7 days`, `▼ −1.20 pp` (a % KPI moves in percentage points), `▶ no change`."""
+    if rounds_to_zero(delta, unit):
+        return "▶ no change"
+    if unit == "%":
+        return f"{arrow(delta)} {fmt_delta(delta, '%').removesuffix(' %')} pp"
+    return f"{arrow(delta)} {fmt_delta(delta, unit)}"
+
+
 def fmt_day(day: date) -> str:
     return f"{day.day} {day:%b %Y}"
 

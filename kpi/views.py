@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from kpi.formatting import (
     STATUS_EMOJI,
     STATUS_WORDS,
-    arrow,
     fmt,
+    fmt_change,
     fmt_day,
     fmt_delta,
     fmt_input,
+    rounds_to_zero,
 )
 from kpi.models import Target
 from kpi.values import Change, Evaluated, KpiDef
@@ -45,10 +46,13 @@ def change_line(item: Evaluated, previous_label: str) -> str | None:
     if change is None:
         return None
     unit = unit_of(item.kpi)
-    percent = f" ({fmt_delta(change.percent, '%')})" if change.percent is not None else ""
+    if rounds_to_zero(change.delta, unit):
+        return f"▶ no change vs {previous_label}"
+    # A % KPI's change is in percentage points; a relative change beside it would confuse.
+    relative = change.percent is not None and unit != "%"
+    percent = f" ({fmt_delta(change.percent, '%')})" if relative else ""
     verdict = {True: "better", False: "worse", None: "unchanged"}[change.better]
-    delta = fmt_delta(change.delta, unit)
-    return f"{arrow(change.delta)} {delta}{percent} vs {previous_label} · {verdict}"
+    return f"{fmt_change(change.delta, unit)}{percent} vs {previous_label} · {verdict}"
 
 
 def how_line(item: Evaluated, measure_labels: dict[str, str]) -> str:
@@ -102,4 +106,4 @@ def change_text(change: Change | None, unit: str) -> str:
     """`▲ +8.7 days`; empty when there is nothing to compare with."""
     if change is None:
         return ""
-    return f"{arrow(change.delta)} {fmt_delta(change.delta, unit)}"
+    return fmt_change(change.delta, unit)

@@ -1,6 +1,10 @@
+from types import SimpleNamespace
+
 import pytest
 
-from kpi.formatting import fmt, fmt_delta
+from kpi.formatting import fmt, fmt_change, fmt_delta
+from kpi.values import Change
+from kpi.views import change_line
 
 
 @pytest.mark.parametrize(
@@ -28,3 +32,43 @@ def test_deltas_carry_a_sign():
     assert fmt_delta(2.14, "days") == "+2.1 days"
     assert fmt_delta(-2.14, "days") == "−2.1 days"
     assert fmt_delta(-12, "EUR") == "−€12"
+
+
+@pytest.mark.parametrize(
+    ("delta", "unit", "expected"),
+    [
+        (8.66, "days", "▲ +8.7 days"),
+        (-2.14, "days", "▼ −2.1 days"),
+        # A % KPI moves in percentage points: 12.50 % → 11.30 % is 1.20 points down.
+        (11.30 - 12.50, "%", "▼ −1.20 pp"),
+        (0.25, "%", "▲ +0.25 pp"),
+        (-12, "EUR", "▼ −€12"),
+        # What rounds to zero at the unit's precision is no change, not "▲ +0.00 %".
+        (0.004, "%", "▶ no change"),
+        (-0.04, "days", "▶ no change"),
+        (0.4, "EUR", "▶ no change"),
+        (0.0, "count", "▶ no change"),
+        (0.6, "count", "▲ +1"),
+    ],
+)
+def test_changes_show_direction_and_size(delta, unit, expected):
+    assert fmt_change(delta, unit) == expected
+
+
+def _item(unit: str, change: Change) -> SimpleNamespace:
+    """What change_line reads of an evaluated KPI: its unit and its change."""
+    return SimpleNamespace(kpi=SimpleNamespace(kpi=SimpleNamespace(unit=unit), measures={}),
+                           change=change)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("unit", "change", "expected"),
+    [
+        ("days", Change(2.1, 4.73, False), "▲ +2.1 days (+4.73 %) vs last week · worse"),
+        # 12.50 % → 11.30 %: points, and no relative change (−9.60 %) beside them.
+        ("%", Change(-1.2, -9.6, True), "▼ −1.20 pp vs last week · better"),
+        ("days", Change(0.01, 0.02, False), "▶ no change vs last week"),
+    ],
+)
+def test_change_lines(unit, change, expected):
+    assert change_line(_item(unit, change), "last week") == expected
