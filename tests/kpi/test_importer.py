@@ -219,6 +219,16 @@ BAD = [
         ],
     ),
     (
+        # Numbers that parse but are not finite are quoted as written.
+        "measure,date,value\nhires,2026-10-05,NaN\nhires,2026-10-06,1e400\n"
+        "hires,2026-10-07,Infinity\nhires,2026-10-08,2\n",
+        [
+            "line 2: value 'NaN' is not a finite number",
+            "line 3: value '1e400' is not a finite number",
+            "line 4: value 'Infinity' is not a finite number",
+        ],
+    ),
+    (
         "measure,date,value,branch\nhires,2026-10-05,1\nhires,2026-10-06,1,Berlin,AP\n",
         ["line 2: 3 columns, but the header has 4", "line 3: 5 columns, but the header has 4"],
     ),
