@@ -1079,11 +1079,13 @@ def _unchanged_months(loader: _Loader, batches: Iterable[_Batch]) -> _UnchangedM
         )
         if len(parts) > 1 and sum(len(p.key) for p in parts[1:]) > max(len(parts[0].key), 1):
             parts = [rollups.MonthChecks.combine(parts)]  # memory: about a row per month
-    if not parts:
+    mine = rollups.MonthChecks.combine(parts) if parts else None
+    if mine is None or not len(mine.key):
         return None
-    mine = rollups.MonthChecks.combine(parts)
     keys = np.unique(mine.key)
-    stored = rollups.stored_month_checks(loader.connection, loader.ids[keys].tolist())
+    stored = rollups.stored_month_checks(
+        loader.connection, loader.ids[keys].tolist(), mine.month.min(), mine.month.max()
+    )
     # Stored months by the same code as the file's: series id → the loader's key.
     stored_keys = keys[pd.Index(loader.ids[keys]).get_indexer(stored.key)]
     codes = _month_code(mine.key, mine.month)

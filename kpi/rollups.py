@@ -433,20 +433,25 @@ class MonthChecks:
         )
 
 
-def stored_month_checks(connection: Connection, series_ids: Sequence[int]) -> MonthChecks:
-    """The month rollups' counts and known checksums of the given series (through the driver:
-    a re-import reads one row per series and month, tens of thousands)."""
+def stored_month_checks(
+    connection: Connection, series_ids: Sequence[int], first: int, last: int
+) -> MonthChecks:
+    """The month rollups' counts and known checksums of the given series, for the months
+    starting on days `first` to `last` (through the driver: a re-import of years reads one row
+    per series and month, tens of thousands)."""
     ids = sorted(set(series_ids))
+    months = [str(np.datetime64(int(day), "D")) for day in (first, last)]
     driver = connection.connection.driver_connection
     if connection.dialect.name == "postgresql":
         query = (
             "COPY (SELECT coalesce(array_agg(series_id), '{}'), coalesce(array_agg(start), '{}'),"
             " coalesce(array_agg(count), '{}'), coalesce(array_agg(checksum), '{}')"
             " FROM rollup WHERE grain = 'month' AND checksum IS NOT NULL"
-            " AND series_id = ANY(%s::int4[])) TO STDOUT (FORMAT binary)"
+            " AND series_id = ANY(%s::int4[]) AND start BETWEEN %s::date AND %s::date)"
+            " TO STDOUT (FORMAT binary)"
         )
         codes = (">i4", ">i4", ">i4", ">i8")
-        sid, start, count, checksum = pg_read_arrays(driver, query, (ids,), codes)
+        sid, start, count, checksum = pg_read_arrays(driver, query, (ids, *months), codes)
         found = (sid, start.astype(np.int64) + PG_EPOCH_DAYS, count, checksum)
     else:
         rows = []
@@ -454,8 +459,9 @@ def stored_month_checks(connection: Connection, series_ids: Sequence[int]) -> Mo
             chunk = ids[at : at + 500]
             rows += driver.execute(
                 "SELECT series_id, start, count, checksum FROM rollup WHERE grain = 'month'"
-                f" AND checksum IS NOT NULL AND series_id IN ({', '.join('?' * len(chunk))})",
-                chunk,
+                f" AND checksum IS NOT NULL AND series_id IN ({', '.join('?' * len(chunk))})"
+                " AND start BETWEEN ? AND ?",
+                [*chunk, *months],
             ).fetchall()
         sid, start, count, checksum = zip(*rows, strict=True) if rows else ([], [], [], [])
         found = (sid, np.array(start, "datetime64[D]").astype(np.int64), count, checksum)
