@@ -53,11 +53,13 @@ class Notifier:
         response = self._call(
             self.client.chat_postMessage, channel=channel, thread_ts=thread_ts, **message
         )
+        self._answered(channel)
         return response["ts"]
 
     def update(self, channel: str, ts: str, message: dict) -> None:
         self._pace(channel)
         self._call(self.client.chat_update, channel=channel, ts=ts, **message)
+        self._answered(channel)
 
     def upload(
         self,
@@ -85,6 +87,13 @@ class Notifier:
             self._next[channel] = slot + self.interval
         if slot > now:
             self.sleep(slot - now)
+
+    def _answered(self, channel: str) -> None:
+        """The channel's next slot is a full interval after this answer: counted from the
+        request's start, a slow round trip or a 429's wait let the next message in sooner
+        than Slack allows (nearly every message of an alert storm was refused once)."""
+        with self._lock:
+            self._next[channel] = max(self._next.get(channel, 0.0), self.clock() + self.interval)
 
     @staticmethod
     def _call(method, **kwargs):

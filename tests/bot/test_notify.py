@@ -47,6 +47,24 @@ def test_about_one_message_per_second_per_channel_and_no_wait_across_channels(sl
     assert len(slack.messages("C1")) == 3
 
 
+def test_the_next_message_waits_a_full_second_after_the_answer(slack):
+    clock = Clock()
+
+    class SlowClient(WebClient):
+        def chat_postMessage(self, **kwargs):  # noqa: N802 - slack_sdk's name
+            clock.now += 0.3  # the round trip
+            return super().chat_postMessage(**kwargs)
+
+    client = SlowClient(token="xoxb-test", base_url=slack.url)
+    post = Notifier(client, clock=clock, sleep=clock.sleep).post
+    for _ in range(3):
+        post("C1", {"text": "hi"})
+    # The first is answered at 100.3, so the second goes at 101.3 (a wait of 1.0 s from the
+    # answer), not at 101.0 (0.7 s): a full second between what Slack receives.
+    assert clock.waits == [1.0, 1.0]
+    assert clock.now == pytest.approx(100.0 + 3 * 0.3 + 2 * 1.0)
+
+
 @pytest.mark.parametrize(
     "code",
     ["channel_not_found", "is_archived", "not_in_channel", "invalid_auth", "account_inactive"],
