@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from kpi import catalog, digests, importer, incidents, query, store
+from kpi import catalog, digests, incidents, query, store
 from kpi.aggregate import Scope, dimension_values
 from kpi.db import session_scope
 from kpi.errors import KpibotError, PermissionDenied
@@ -517,6 +517,10 @@ class KpiService:
                 "Only kpibot admins and the owners of KPIs built on "
                 f"{request.measure} can record its values."
             )
+        # Imported here: the importer brings pandas and Arrow (~100 MB of memory), which a
+        # serving or digest process otherwise never needs.
+        from kpi import importer
+
         day = request.day or local_today(as_of, self.tz)
         dims = dict(request.dims)
         summary = importer.load_records(
