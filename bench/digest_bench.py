@@ -52,8 +52,6 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import store_gen  # noqa: E402  (bench/ is the script's directory)
-
 from bot.standin import SlackStandin  # noqa: E402
 
 AS_OF = datetime(2026, 11, 9, 9, 0, tzinfo=UTC)  # a Monday: every subscription is due (W46)
@@ -117,6 +115,10 @@ def store_url(backend: str, channels: int) -> str:
         for stale in (path, *OUT.glob(path.name + "-*")):
             stale.unlink(missing_ok=True)
         return f"sqlite:///{path}"
+    # Imported here: it brings pandas, which the measured processes (children that
+    # import this script) would otherwise load though the product does not.
+    import store_gen  # bench/ is the script's directory
+
     store_gen.recreate_database(store_gen.DEFAULT_POSTGRES, PG_DATABASE)
     return store_gen.pg_url(store_gen.DEFAULT_POSTGRES, PG_DATABASE)
 

@@ -37,8 +37,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import store_gen  # noqa: E402  (bench/ is the script's directory)
-
 from bot.slackclient import SlackClientSim  # noqa: E402
 from bot.standin import SlackStandin  # noqa: E402
 from bot.web import EVENTS_PATH  # noqa: E402
@@ -405,6 +403,10 @@ def main() -> None:
         kind, pbr, store_url, standin_url = args.serve
         serve(kind, pbr == "on", store_url, standin_url)
         return
+    # Imported here: it brings pandas, which the measured processes (children that
+    # import this script) would otherwise load though the product does not.
+    import store_gen  # bench/ is the script's directory
+
     store_url = store_gen.ensure_store("sqlite")
     print(
         f"serve bench · SQLite store of {store_gen.Spec().observations:,} observations · "
