@@ -465,12 +465,7 @@ def stored_month_checks(
             ).fetchall()
         sid, start, count, checksum = zip(*rows, strict=True) if rows else ([], [], [], [])
         found = (sid, np.array(start, "datetime64[D]").astype(np.int64), count, checksum)
-    sid, start, count, checksum = (np.asarray(column, np.int64) for column in found)
-    return (
-        MonthChecks.combine([MonthChecks(sid, start, count, checksum)])
-        if len(sid)
-        else (MonthChecks(sid, start, count, checksum))
-    )
+    return MonthChecks(*(np.asarray(column, np.int64) for column in found))
 
 
 def adjust_checksums(connection: Connection, sid, ts, day, before, after) -> None:
@@ -486,17 +481,27 @@ def adjust_checksums(connection: Connection, sid, ts, day, before, after) -> Non
     _update_checksums(connection, sid[first], month[first], sum_checksums(delta, first), add=True)
 
 
-def fill_checksums(connection: Connection, *, batch: int = 5 * REBUILD_BATCH) -> None:
-    """Compute every month rollup's checksum from the observations, `batch` series at a time
-    (what rebuild_all and the migration that introduced checksums need)."""
-    ids = connection.execute(text("SELECT DISTINCT series_id FROM rollup")).scalars().all()
-    ids = sorted(ids)
-    for at in range(0, len(ids), batch):
-        chunk = ids[at : at + batch]
-        sid, ts, day, value = _read_observations(connection, chunk[0], chunk[-1])
+def fill_checksums(connection: Connection, *, batch_rows: int = 250_000) -> None:
+    """Compute every month rollup's checksum from the observations (what rebuild_all and the
+    migration that introduced checksums need), reading runs of series of about `batch_rows`
+    observations at a time, so memory stays bounded whatever the store's size."""
+    sizes = connection.execute(
+        text(
+            "SELECT series_id, sum(count) FROM rollup WHERE grain = 'month' "
+            "GROUP BY series_id ORDER BY series_id"
+        )
+    ).all()
+    start = 0
+    while start < len(sizes):
+        stop, rows = start, 0
+        while stop < len(sizes) and (stop == start or rows + sizes[stop][1] <= batch_rows):
+            rows += sizes[stop][1]
+            stop += 1
+        sid, ts, day, value = _read_observations(connection, sizes[start][0], sizes[stop - 1][0])
         order = np.lexsort((ts, sid))
         checks = MonthChecks.of(sid[order], ts[order], day[order], value[order])
         _update_checksums(connection, checks.key, checks.month, checks.checksum, add=False)
+        start = stop
 
 
 def _read_observations(connection: Connection, lo: int, hi: int) -> tuple[np.ndarray, ...]:

@@ -226,3 +226,14 @@ def test_the_migration_computes_checksums_of_a_store_made_before_them(catalog_en
 
     assert month_checksums(catalog_engine) == expected
     assert consistent(catalog_engine) == []
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2, 1_000])
+def test_fill_checksums_reads_series_in_batches_of_any_size(catalog_engine, tmp_path, batch_rows):
+    # Berlin has 6 rows and Madrid 1: batches of 1 or 2 rows still read each series whole.
+    run(catalog_engine, write(tmp_path, FILE))
+    expected = month_checksums(catalog_engine)
+    with catalog_engine.begin() as connection:
+        connection.execute(update(Rollup).values(checksum=None))
+        rollups.fill_checksums(connection, batch_rows=batch_rows)
+    assert month_checksums(catalog_engine) == expected
