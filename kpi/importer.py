@@ -163,10 +163,10 @@ def import_csv(
 
             unchanged = None
             if loader.stored_series:
-                with _progress_bar(progress, size - body_at) as advance:
+                with _progress_bar(progress, size - body_at, "comparing") as advance:
                     unchanged = _unchanged_months(loader, batches(advance))
             if unchanged is None or not unchanged.everything:
-                with _progress_bar(progress, size - body_at) as advance:
+                with _progress_bar(progress, size - body_at, "importing") as advance:
                     for batch in batches(advance):
                         loader.add(batch, unchanged)
             loader.finish(batches)
@@ -423,16 +423,28 @@ def _parse_quoted(block: bytes, first_line: int, names: list[str]) -> _Frame:
 
 
 @contextmanager
-def _progress_bar(wanted: bool, total: int) -> Iterator[Callable[[int], None]]:
+def _progress_bar(wanted: bool, total: int, what: str) -> Iterator[Callable[[int], None]]:
+    """A bar on stderr when it is a terminal; `what` names the pass (a re-import has two)."""
     if not (wanted and sys.stderr.isatty()):
         yield lambda _: None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
-    columns = (BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("import", total=total)
+        task = bar.add_task(what, total=total)
         yield lambda n: bar.advance(task, n)
 
 
