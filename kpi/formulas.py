@@ -5,6 +5,7 @@ import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from rapidfuzz import process
 from simpleeval import SimpleEval
@@ -63,6 +64,13 @@ class Formula:
 
 
 def parse_formula(text: str, measures: Sequence[str]) -> Formula:
+    """Check and parse a formula over the given measure names. Parsed formulas are kept (they
+    are immutable): every catalog load parses them all, ~3 ms for the built-in fifteen."""
+    return _parse_formula(text, tuple(measures))
+
+
+@lru_cache(maxsize=1024)
+def _parse_formula(text: str, measures: tuple[str, ...]) -> Formula:
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError:

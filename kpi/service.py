@@ -140,14 +140,15 @@ class KpiService:
         if snap is not None and snap.generation == generation:
             return snap
         with Session(self.engine) as session:
-            return self.snapshot(session)
+            return self.snapshot(session, generation=generation)
 
     def recheck(self) -> None:
         """Read the generation on the next request: this process has just written."""
         self._checked_at = -math.inf
 
-    def snapshot(self, session: Session) -> Snapshot:
-        current = store.generation(session=session)
+    def snapshot(self, session: Session, *, generation: str | None = None) -> Snapshot:
+        """The snapshot of the store's `generation` (read here unless the caller just did)."""
+        current = generation if generation is not None else store.generation(session=session)
         snap = self._snapshot
         if snap is None or snap.generation != current:
             snap = Snapshot(current, load_catalog(session), dimension_values(session))
