@@ -9,10 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from threading import Lock
-from typing import Any
 from urllib.parse import urlsplit
 
-from cachetools import LRUCache
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import (
@@ -24,6 +22,7 @@ from sqlalchemy.engine import Engine
 
 from bot.notify import Notifier
 from bot.settings import Settings
+from kpi.memo import Memo
 from kpi.service import KpiService, Snapshot, Viewer
 
 GROUPS_TTL_SECONDS = 300
@@ -108,22 +107,6 @@ class UserGroups:
         self._loaded_at = time.monotonic()
 
 
-class Memo:
-    """A bounded least-recently-used cache that threads can share."""
-
-    def __init__(self, size: int) -> None:
-        self._items: LRUCache = LRUCache(maxsize=size)
-        self._lock = Lock()
-
-    def get(self, key: Any) -> Any:
-        with self._lock:
-            return self._items.get(key)
-
-    def put(self, key: Any, value: Any) -> None:
-        with self._lock:
-            self._items[key] = value
-
-
 @dataclass
 class Services:
     settings: Settings
@@ -135,10 +118,10 @@ class Services:
     notifier: Notifier
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # Digest charts by content: many channels subscribe to the same KPIs.
-    charts: "Memo" = field(default_factory=lambda: Memo(64))
+    charts: Memo = field(default_factory=lambda: Memo(64))
     # Rendered answers to repeated questions (keyed by store generation, so an import retires
     # them): the same `/kpi dso` all day long skips parsing, answering and rendering.
-    replies: "Memo" = field(default_factory=lambda: Memo(1024))
+    replies: Memo = field(default_factory=lambda: Memo(1024))
     # Which process holds a claim: visible in the delivery table when something is stuck.
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 

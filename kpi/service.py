@@ -6,12 +6,10 @@ cached under the store's generation, which every such write bumps.
 
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from threading import Lock
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
@@ -22,6 +20,7 @@ from kpi.aggregate import Scope, dimension_values
 from kpi.db import session_scope
 from kpi.errors import KpibotError, PermissionDenied
 from kpi.formatting import fmt, fmt_day, fmt_input
+from kpi.memo import Memo
 from kpi.models import Alert, Kpi
 from kpi.periods import Period, current_period, default_range, local_today
 from kpi.scorecard import card, digest_week, scorecard_view, selected
@@ -112,8 +111,9 @@ class KpiService:
         self.clock = clock
         self._snapshot: Snapshot | None = None
         self._checked_at = -math.inf
-        self._answers: OrderedDict[str, object] = OrderedDict()
-        self._lock = Lock()
+        # Replies to questions, keyed by store generation: an import or a catalog change
+        # retires them without a clear that a reply computed meanwhile could outrun.
+        self._answers = Memo(CACHE_SIZE)
 
     # -- what the store holds now -------------------------------------------------------------
 
@@ -152,9 +152,7 @@ class KpiService:
         snap = self._snapshot
         if snap is None or snap.generation != current:
             snap = Snapshot(current, load_catalog(session), dimension_values(session))
-            with self._lock:
-                self._snapshot = snap
-                self._answers.clear()
+            self._snapshot = snap
         return snap
 
     def visible(self, snap: Snapshot, viewer: Viewer) -> list[KpiDef]:
@@ -221,7 +219,7 @@ class KpiService:
         if isinstance(request, query.Ask | query.Trend):
             # Complete periods change only with the data: answers are kept per generation.
             compute = self._ask if isinstance(request, query.Ask) else self._trend
-            key = f"{request!r}@{local_today(as_of, self.tz)}"
+            key = (snap.generation, repr(request), local_today(as_of, self.tz))
             return self._cached(key, lambda: self._in_session(compute, snap, request, as_of))
         with Session(self.engine) as session:
             return self._answer(session, snap, request, viewer=viewer, as_of=as_of)
@@ -251,20 +249,13 @@ class KpiService:
 
     def forget_answers(self) -> None:
         """Drop cached answers (the snapshot stays): for benchmarks of the engine's own work."""
-        with self._lock:
-            self._answers.clear()
+        self._answers.clear()
 
-    def _cached(self, key: str, compute):
-        with self._lock:
-            hit = self._answers.get(key)
-            if hit is not None:
-                self._answers.move_to_end(key)
-                return hit
-        reply = compute()
-        with self._lock:
-            self._answers[key] = reply
-            while len(self._answers) > CACHE_SIZE:
-                self._answers.popitem(last=False)
+    def _cached(self, key: tuple, compute):
+        reply = self._answers.get(key)
+        if reply is None:
+            reply = compute()
+            self._answers.put(key, reply)
         return reply
 
     def _ask(self, session, snap: Snapshot, request, as_of: datetime) -> Reply:
