@@ -165,7 +165,9 @@ def import_csv(
             if loader.stored_series:
                 with _progress_bar(progress, size - body_at, "comparing") as advance:
                     unchanged = _unchanged_months(loader, batches(advance))
-            if unchanged is None or not unchanged.everything:
+            if unchanged is not None and unchanged.everything:  # no second pass needed
+                loader.count_unchanged(unchanged.rows, unchanged.keys)
+            else:
                 with _progress_bar(progress, size - body_at, "importing") as advance:
                     for batch in batches(advance):
                         loader.add(batch, unchanged)
@@ -790,6 +792,12 @@ class _Loader:
             self.ids[index] = self.stored_series.get((measure, dims), 0)
         return index
 
+    def count_unchanged(self, rows: int, keys: np.ndarray) -> None:
+        """A file whose every row is already stored as it is."""
+        self.rows += rows
+        self.counts[_UNCHANGED] += rows
+        self.seen[keys] = True
+
     def add(self, batch: _Batch, unchanged: "_UnchangedMonths | None" = None) -> None:
         """Count, check and write a block's rows; rows of `unchanged` months are only counted."""
         self.problems.add(batch.problems, batch.bad_lines)
@@ -1051,14 +1059,16 @@ class _Loader:
 class _UnchangedMonths:
     """(series key, month) pairs whose rows in the file are exactly the stored ones."""
 
-    codes: np.ndarray  # sorted _month_code values
+    codes: np.ndarray  # _month_code values
     everything: bool  # every row of the file lies in one of them
+    rows: int  # the file's valid rows
+    keys: np.ndarray  # the file's series keys
 
     def holds(self, batch: _Batch) -> np.ndarray:
         """Which of a block's rows lie in an unchanged month."""
-        codes = _month_code(batch.series, rollups.bucket_starts("month", batch.day))
-        at = np.minimum(np.searchsorted(self.codes, codes), max(len(self.codes) - 1, 0))
-        return self.codes[at] == codes if len(self.codes) else np.zeros(len(codes), bool)
+        return np.isin(
+            _month_code(batch.series, rollups.bucket_starts("month", batch.day)), self.codes
+        )
 
 
 def _month_code(keys: np.ndarray, months: np.ndarray) -> np.ndarray:
@@ -1107,12 +1117,8 @@ def _unchanged_months(loader: _Loader, batches: Iterable[_Batch]) -> _UnchangedM
     same[found] = (stored.count[at[found]] == mine.count[found]) & (
         stored.checksum[at[found]] == mine.checksum[found]
     )
-    settled = int(mine.count[same].sum())
-    if settled == distinct:  # nothing to do in a second pass: count it all now
-        loader.rows += rows
-        loader.counts[_UNCHANGED] += rows
-        loader.seen[keys] = True
-    return _UnchangedMonths(np.sort(codes[same]), everything=settled == distinct)
+    everything = int(mine.count[same].sum()) == distinct
+    return _UnchangedMonths(codes[same], everything, rows, keys)
 
 
 def _take_rows(batch: _Batch, mask: np.ndarray) -> _Batch:

@@ -2,6 +2,7 @@
 because of them — never a change."""
 
 import struct
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
@@ -70,19 +71,16 @@ def month_checksums(engine) -> dict[tuple[int, date], int | None]:
     return {(sid, start): checksum for sid, start, checksum in rows}
 
 
+@contextmanager
 def hidden_observations(engine):
     """Rename the observation table away: whatever still works did not read it."""
-
-    class Hidden:
-        def __enter__(self):
-            with engine.begin() as connection:
-                connection.execute(text("ALTER TABLE observation RENAME TO observation_hidden"))
-
-        def __exit__(self, *exc):
-            with engine.begin() as connection:
-                connection.execute(text("ALTER TABLE observation_hidden RENAME TO observation"))
-
-    return Hidden()
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE observation RENAME TO observation_hidden"))
+    try:
+        yield
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE observation_hidden RENAME TO observation"))
 
 
 @pytest.mark.parametrize(
