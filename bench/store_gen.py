@@ -127,7 +127,7 @@ class Spec:
         as_dates = [date(1970, 1, 1) + timedelta(days=int(d)) for d in days]
         weeks = {rollups.week_start(d) for d in as_dates}
         months = {rollups.month_start(d) for d in as_dates}
-        return len(self.series) * (len(as_dates) + len(weeks) + len(months))
+        return len(self.series) * (len(weeks) + len(months))
 
 
 # --- data ----------------------------------------------------------------------------------

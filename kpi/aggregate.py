@@ -1,4 +1,5 @@
-"""Measures aggregated in SQL from the rollups the importer keeps current.
+"""Measures aggregated in SQL from the week and month rollups the importer keeps current, and
+for single days from the observations.
 
 A measure is aggregated over time within each series by its `over_time` rule, then across the
 series in scope by its `across` rule. Both steps run in the database, so a request reads one row
@@ -7,10 +8,11 @@ per series and period at most, never a measure's history.
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlmodel import Session
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 from kpi.models import Measure
 
@@ -26,7 +28,8 @@ OVER_TIME = {
 
 @dataclass(frozen=True)
 class Bucket:
-    """One answer bucket: a local date range [start, end) read from rollups of one grain."""
+    """One answer bucket: a local date range [start, end) read from rollups of one grain (days
+    from the observations)."""
 
     start: date
     end: date
@@ -73,9 +76,9 @@ def measure_values(
 ) -> dict[tuple[int, str | None], float]:
     """{(slice index, group): value} for each slice of buckets — one SQL statement for all."""
     params: dict[str, object] = {"measure": measure.name}
-    ranges = _range_sql(slices, params)
     filters = _filter_sql(scope.filters, params)
-    per_series = _per_series_sql(measure.over_time, ranges, filters)
+    rows = _rows_sql(slices, filters, params)
+    per_series = _per_series_sql(measure.over_time, rows)
     group_join, group_col, group_by = "", "NULL", ""
     if scope.by:
         params["by"] = scope.by
@@ -86,28 +89,86 @@ def measure_values(
         f"FROM ({per_series}) p {group_join} "
         f"GROUP BY p.slice{group_by}"
     )
-    rows = session.connection().execute(text(sql), params)
+    statement = text(sql).bindparams(
+        *(bindparam(name, type_=UTCDateTime) for name in params if name.startswith("t_"))
+    )
+    rows = session.connection().execute(statement, params)
     return {(int(s), g): float(v) for s, g, v in rows if v is not None}
 
 
-def _range_sql(slices: Sequence[Sequence[Bucket]], params: dict[str, object]) -> tuple[str, str]:
+# The columns every row read for an answer has: a rollup's, or an observation's as a rollup of
+# one value.
+_ROLLUP_ROW = "r.total, r.count, r.minimum, r.maximum, r.last_ts, r.last_value"
+_OBSERVATION_ROW = (
+    "o.value AS total, 1 AS count, o.value AS minimum, o.value AS maximum, "
+    "o.ts AS last_ts, o.value AS last_value"
+)
+
+
+def _rows_sql(slices: Sequence[Sequence[Bucket]], filters: str, params: dict[str, object]) -> str:
+    """A SELECT of (series_id, slice, rollup columns) for every row the slices cover: week and
+    month rollups as stored, and for day buckets the observations themselves (a day holds few,
+    and keeping a rollup per day would double what an import writes)."""
+    rollup_buckets, day_buckets = [], []
+    for i, buckets in enumerate(slices):
+        for j, bucket in enumerate(buckets):
+            found = day_buckets if bucket.grain == "day" else rollup_buckets
+            found.append((i, f"{i}_{j}", bucket))
+    parts = []
+    # CROSS JOIN fixes SQLite's join order: the measure's series first, then each one's rows
+    # by primary key (PostgreSQL plans it as any join).
+    if rollup_buckets:
+        slice_case, bounds = _rollup_ranges(rollup_buckets, params)
+        parts.append(
+            f"SELECT r.series_id, {slice_case} AS slice, {_ROLLUP_ROW} "
+            f"FROM series s CROSS JOIN rollup r "
+            f"WHERE r.series_id = s.id AND s.measure = :measure AND {bounds} {filters}"
+        )
+    if day_buckets:
+        slice_case, bounds = _day_ranges(day_buckets, params)
+        parts.append(
+            f"SELECT o.series_id, {slice_case} AS slice, {_OBSERVATION_ROW} "
+            f"FROM series s CROSS JOIN observation o "
+            f"WHERE o.series_id = s.id AND s.measure = :measure AND {bounds} {filters}"
+        )
+    return " UNION ALL ".join(parts)
+
+
+def _rollup_ranges(buckets: Sequence[tuple[int, str, Bucket]], params: dict[str, object]):
     """A CASE giving each rollup row its slice number, and the WHERE that bounds the scan."""
     cases, bounds = [], []
-    for i, buckets in enumerate(slices):
-        for j, b in enumerate(buckets):
-            key = f"{i}_{j}"
-            params |= {f"g{key}": b.grain, f"a{key}": b.start, f"b{key}": b.end}
-            condition = f"(r.grain = :g{key} AND r.start >= :a{key} AND r.start < :b{key})"
-            cases.append(f"WHEN {condition} THEN {i}")
-            bounds.append(condition)
+    for i, key, b in buckets:
+        params |= {f"g{key}": b.grain, f"a{key}": b.start, f"b{key}": b.end}
+        condition = f"(r.grain = :g{key} AND r.start >= :a{key} AND r.start < :b{key})"
+        cases.append(f"WHEN {condition} THEN {i}")
+        bounds.append(condition)
     # One plain range beside the OR, so the planner can seek the primary key
     # (grain, series_id, start) instead of reading every series' rollups.
-    buckets = [b for found in slices for b in found]
-    grains = sorted({b.grain for b in buckets})
+    grains = sorted({b.grain for _, _, b in buckets})
     params |= {f"grain{k}": g for k, g in enumerate(grains)}
-    params |= {"lo": min(b.start for b in buckets), "hi": max(b.end for b in buckets)}
+    params |= {"lo": min(b.start for _, _, b in buckets), "hi": max(b.end for _, _, b in buckets)}
     grain_list = ", ".join(f":grain{k}" for k in range(len(grains)))
     seek = f"r.grain IN ({grain_list}) AND r.start >= :lo AND r.start < :hi"
+    return f"CASE {' '.join(cases)} END", f"{seek} AND ({' OR '.join(bounds)})"
+
+
+def _day_ranges(buckets: Sequence[tuple[int, str, Bucket]], params: dict[str, object]):
+    """A CASE giving each observation its slice number by local day, and the WHERE that bounds
+    the scan: moments a day wider than the days each way (enough for any UTC offset), so the
+    scan seeks the primary key (series_id, ts); the local day then selects exactly."""
+    cases, bounds = [], []
+    for i, key, b in buckets:
+        params |= {f"da{key}": b.start, f"db{key}": b.end}
+        condition = f"(o.day >= :da{key} AND o.day < :db{key})"
+        cases.append(f"WHEN {condition} THEN {i}")
+        bounds.append(condition)
+    first = min(b.start for _, _, b in buckets)
+    last = max(b.end for _, _, b in buckets)
+    params |= {
+        "t_lo": datetime.combine(first - timedelta(days=1), time(), UTC),
+        "t_hi": datetime.combine(last + timedelta(days=1), time(), UTC),
+    }
+    seek = "o.ts >= :t_lo AND o.ts < :t_hi"
     return f"CASE {' '.join(cases)} END", f"{seek} AND ({' OR '.join(bounds)})"
 
 
@@ -121,24 +182,17 @@ def _filter_sql(filters: Sequence[tuple[str, str]], params: dict[str, object]) -
     return " ".join(clauses)
 
 
-def _per_series_sql(over_time: str, ranges: tuple[str, str], filters: str) -> str:
-    slice_case, bounds = ranges
-    # CROSS JOIN fixes SQLite's join order: the measure's series first, then each one's rollups
-    # by primary key (PostgreSQL plans it as any join).
-    scan = (
-        f"FROM series s CROSS JOIN rollup r "
-        f"WHERE r.series_id = s.id AND s.measure = :measure AND {bounds} {filters}"
-    )
+def _per_series_sql(over_time: str, rows: str) -> str:
     if over_time != "last":
         return (
-            f"SELECT r.series_id, {slice_case} AS slice, {OVER_TIME[over_time]} AS v "
-            f"{scan} GROUP BY r.series_id, {slice_case}"
+            f"SELECT r.series_id, r.slice, {OVER_TIME[over_time]} AS v "
+            f"FROM ({rows}) r GROUP BY r.series_id, r.slice"
         )
     # A balance at period end: each series' latest observation inside the slice.
     ranked = (
-        f"SELECT r.series_id, {slice_case} AS slice, r.last_value AS v, "
-        f"ROW_NUMBER() OVER (PARTITION BY r.series_id, {slice_case} "
-        f"ORDER BY r.last_ts DESC) AS n {scan}"
+        "SELECT r.series_id, r.slice, r.last_value AS v, "
+        "ROW_NUMBER() OVER (PARTITION BY r.series_id, r.slice ORDER BY r.last_ts DESC) AS n "
+        f"FROM ({rows}) r"
     )
     return f"SELECT series_id, slice, v FROM ({ranked}) ranked WHERE n = 1"
 
@@ -166,6 +220,4 @@ def newest_observation(session: Session, measures: Sequence[str]) -> Mapping[str
 
 
 def _expanding(name: str):
-    from sqlalchemy import bindparam
-
     return bindparam(name, expanding=True)

@@ -9,15 +9,14 @@ reported and nothing is stored.
 
 New rows are buffered over blocks (WRITE_ROWS at a time, and before any lookup or update of
 stored rows) and written sorted by primary key, so each place of the B-trees takes many rows at
-once. Their rollups are computed from those rows in memory and merge-added (see
-`rollups.write_partials`): days at each write, weeks and months (which often span writes)
-summed in memory, about one row per bucket, and written once at the end in key order. A bucket
-of a series this import created, outside the days it has written so far, cannot be stored yet
-and goes in by plain bulk insert (multi-row INSERTs on SQLite, binary COPY on PostgreSQL); any
-other is upserted so that totals and counts add up. A changed value cannot be merged: its days
-are recomputed from the observations (`rollups.refresh`) after the pending new rows are
-written, and its weeks and months from the days at the end, after the pending merge. Memory:
-one block, the write buffer and the pending weeks and months, whatever the file's size.
+once. Their week and month rollups are computed from those rows in memory and merge-added (see
+`rollups.write_partials`): summed in memory over the writes, about one row per bucket, and
+written once at the end in key order. A bucket of a series this import created cannot be stored
+yet and goes in by plain bulk insert (multi-row INSERTs on SQLite, binary COPY on PostgreSQL);
+any other is upserted so that totals and counts add up. A changed value cannot be merged: its
+weeks and months are recomputed from the observations (`rollups.refresh`) at the end, after the
+pending merge. Memory: one block, the write buffer and the pending weeks and months, whatever
+the file's size.
 
 Duplicates (same measure, dimensions and moment) with different values are rejected. Inside a
 block they are found by sorting; across blocks a row can only repeat an earlier one if its
@@ -734,10 +733,6 @@ class _Loader:
         self.latest = np.zeros(0, np.int64)
         self.seen = np.zeros(0, bool)
         self.fresh = np.zeros(0, bool)  # created by this import
-        # First and last local day whose rollups this import wrote, per key (for fresh series,
-        # the only days that may have rollups).
-        self.rolled_first = np.zeros(0, np.int64)
-        self.rolled_last = np.zeros(0, np.int64)
         self.problems = _Problems()
         self.candidates: list[tuple[_Batch, np.ndarray]] = []
         self.counts = {_INSERTED: 0, _UPDATED: 0, _UNCHANGED: 0}
@@ -787,8 +782,6 @@ class _Loader:
                 self.latest = np.concatenate((self.latest, np.full(grow, -_NEVER)))
                 self.seen = np.concatenate((self.seen, np.zeros(grow, bool)))
                 self.fresh = np.concatenate((self.fresh, np.zeros(grow, bool)))
-                self.rolled_first = np.concatenate((self.rolled_first, np.full(grow, _NEVER)))
-                self.rolled_last = np.concatenate((self.rolled_last, np.full(grow, -_NEVER)))
             self.ids[index] = self.stored_series.get((measure, dims), 0)
         return index
 
@@ -912,12 +905,10 @@ class _Loader:
                 before[changed],
                 batch.value[changed],
             )
-            # A changed value cannot be merged: its days are recomputed from the observations
-            # (after the merge above, which they then include), weeks and months once at the end
-            # from the days, as one may span blocks. The ranges stay few: about one per series.
-            self._rolled(batch.series[changed], batch.day[changed], batch.day[changed])
+            # A changed value cannot be merged: its weeks and months are recomputed from the
+            # observations once at the end, as one may span blocks. The ranges stay few: about
+            # one per series.
             ranges = _day_ranges(sid[changed], batch.day[changed]).merged()
-            rollups.refresh(self.connection, ranges, grains=("day",))
             self.touched = (self.touched + ranges).merged()
 
     def _flush(self) -> None:
@@ -936,20 +927,12 @@ class _Loader:
         self._merge_add(keys, ts, day, value)
 
     def _merge_add(self, keys: np.ndarray, ts: np.ndarray, day: np.ndarray, value) -> None:
-        """Add new rows (each series' rows together, in time order) into their rollups,
-        computed from the rows in memory. Days are written now: a day of a series this import
-        created is new unless this import already wrote rollups around it, and goes in by plain
-        bulk insert; any other is merged. Weeks and months often span flushes: they are summed
-        in memory (about a row per bucket) and written once, in key order, at the end."""
+        """Sum new rows (each series' rows together, in time order) into the pending week and
+        month rollups, computed from the rows in memory. Weeks and months often span flushes:
+        they are kept in memory (about a row per bucket) and written once, in key order, at the
+        end."""
         sid = self.ids[keys]
-        days, first = rollups.partials("day", sid, ts, day, value)
-        at = keys[first]
-        new = self.fresh[at] & (
-            (days.start > self.rolled_last[at]) | (days.start < self.rolled_first[at])
-        )
-        rollups.write_partials(self.connection, days, new)
-        self._rolled(keys, day, day)
-        for grain in ("week", "month"):
+        for grain in rollups.GRAINS:
             self.pending[grain].append(rollups.partials(grain, sid, ts, day, value)[0])
             self.pending_rows[grain] += len(self.pending[grain][-1])
 
@@ -970,11 +953,6 @@ class _Loader:
                 new = np.isin(combined.series_id, fresh_ids)
                 rollups.write_partials(self.connection, combined, new)
 
-    def _rolled(self, keys: np.ndarray, first, last) -> None:
-        """Widen each series' span of days whose rollups this import has written."""
-        np.minimum.at(self.rolled_first, keys, first)
-        np.maximum.at(self.rolled_last, keys, last)
-
     def finish(self, again: Callable[[], Iterable[_Batch]] | None) -> None:
         """Check the out-of-order rows against the rows before them; raise if anything is bad."""
         if self.candidates:
@@ -983,10 +961,10 @@ class _Loader:
         if self.problems.total:
             raise ImportRejected([m for _, m in self.problems.shown], self.problems.total)
         self._flush()
-        # Merge first: the refresh recomputes its weeks and months whole from the days.
+        # Merge first: the refresh recomputes its weeks and months whole.
         self._write_pending()
         if len(self.touched):
-            rollups.refresh(self.connection, self.touched, grains=("week", "month"))
+            rollups.refresh(self.connection, self.touched)
         if self.wrote:
             # Cached answers (per store generation) must not outlive the data they were made of.
             bump_generation_on(self.connection)

@@ -1,4 +1,6 @@
-"""Day, week and month rollups: what the query engine reads instead of raw observations.
+"""Week and month rollups: what the query engine reads instead of raw observations (a single
+day it reads from the observations themselves: a day holds few, and a rollup per day would double
+what an import writes).
 
 Every write to `observation` updates the rollups in the same transaction, so they are always
 exactly current, in one of two ways:
@@ -10,11 +12,10 @@ exactly current, in one of two ways:
   upsert that adds totals and counts, combines extremes and keeps the later last value.
   `combine` sums partials of several blocks, so a bulk writer can write weeks and months once.
 - Changed observations cannot be merged (the old value is not known here): `refresh` recomputes
-  their days from the observations, and the weeks (Monday start) and months holding them from
-  the day rollups. The touched ranges go into a temporary table and each grain is one
-  `INSERT … SELECT … ON CONFLICT DO UPDATE` that reaches observations and day rollups from it
-  through their primary keys. The SQL is the same on SQLite and PostgreSQL but for the first day
-  of a week or month, and a window for days where PostgreSQL is faster with it.
+  the weeks (Monday start) and months holding them from the observations. The touched ranges go
+  into a temporary table and each grain is one `INSERT … SELECT … ON CONFLICT DO UPDATE` that
+  reaches observations from it through their primary key. The SQL is the same on SQLite and
+  PostgreSQL but for the first day of a week or month.
 
 Month rollups also keep a checksum of their observations: the sum, modulo 2**40, of a 40-bit hash
 of each one's (moment, value). A re-import compares a file's months with it and skips the row
@@ -53,7 +54,7 @@ from kpi.bulk import (
 from kpi.models import Observation, Rollup
 from kpi.store import bump_generation_on
 
-GRAINS = ("day", "week", "month")
+GRAINS = ("week", "month")
 CHECKSUM_BITS = 40
 CHECKSUM_MASK = (1 << CHECKSUM_BITS) - 1
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -68,10 +69,10 @@ _touched = Table(
     MetaData(),
     Column("kind", Integer, nullable=False),  # an index into GRAINS
     Column("series_id", Integer, nullable=False),
-    Column("start", Date, nullable=False),  # first local day of the bucket or range
+    Column("start", Date, nullable=False),  # first local day of a range of buckets
     Column("stop", Date, nullable=False),  # the day after its last
-    # For day ranges: bounds on the UTC timestamp wide enough for any UTC offset, so the scan
-    # of observations uses their primary key (series_id, ts); `day` then selects exactly.
+    # Bounds on the UTC timestamp wide enough for any UTC offset, so the scan of observations
+    # uses their primary key (series_id, ts); `day` then selects exactly.
     Column("ts_from", UTCDateTime),
     Column("ts_to", UTCDateTime),
     prefixes=["TEMPORARY"],
@@ -86,87 +87,40 @@ ON CONFLICT (grain, series_id, start) DO UPDATE SET
 
 # Every statement starts from the small touched table (CROSS JOIN fixes that order in SQLite;
 # PostgreSQL gets statistics on it) and reaches rows only through primary keys. The last value
-# is a correlated lookup by primary key (as a join, PostgreSQL tends to hash a whole table)
-# or, for days on PostgreSQL, a window over the day's rows, which measured faster there and
-# slower on SQLite.
-_DAY_FROM_OBSERVATIONS = text(
-    """
+# is a correlated lookup by primary key (as a join, PostgreSQL tends to hash a whole table).
+_BUCKET_FROM_OBSERVATIONS = """
 INSERT INTO rollup (grain, series_id, start, total, count, minimum, maximum, last_ts, last_value)
-SELECT 'day', a.series_id, a.day, a.total, a.n, a.lo, a.hi, a.last_ts,
+SELECT :grain, a.series_id, a.start, a.total, a.n, a.lo, a.hi, a.last_ts,
        (SELECT o.value FROM observation o WHERE o.series_id = a.series_id AND o.ts = a.last_ts)
 FROM (
-    SELECT o.series_id, o.day, sum(o.value) AS total, count(*) AS n,
+    SELECT o.series_id, {start} AS start, sum(o.value) AS total, count(*) AS n,
            min(o.value) AS lo, max(o.value) AS hi, max(o.ts) AS last_ts
     FROM kpi_touched t CROSS JOIN observation o
-    WHERE t.kind = 0 AND o.series_id = t.series_id
+    WHERE t.kind = :kind AND o.series_id = t.series_id
       AND o.ts >= t.ts_from AND o.ts < t.ts_to AND o.day >= t.start AND o.day < t.stop
-    GROUP BY o.series_id, o.day
+    GROUP BY o.series_id, {start}
 ) a
 WHERE true
 """
-    + _SET_ALL
-)
 
-# The first day of the bucket holding a day rollup's `start`, and of the bucket after it. These
-# are the only dialect-specific bits (SQLite keeps dates as ISO text, so `date()` returns the
-# same format).
+# The first day of the bucket holding a local day: the only dialect-specific bit (SQLite keeps
+# dates as ISO text, so `date()` returns the same format).
 _BUCKETS = {
     "sqlite": {
-        "week": ("date({}, 'weekday 0', '-6 days')", "date({}, '+7 days')"),
-        "month": ("date({}, 'start of month')", "date({}, '+1 month')"),
+        "week": "date({}, 'weekday 0', '-6 days')",
+        "month": "date({}, 'start of month')",
     },
     "postgresql": {
         # Through `timestamp` (without zone), so the session's time zone plays no part.
-        "week": ("CAST(date_trunc('week', CAST({} AS timestamp)) AS date)", "({} + 7)"),
-        "month": (
-            "CAST(date_trunc('month', CAST({} AS timestamp)) AS date)",
-            "CAST({} + interval '1 month' AS date)",
-        ),
+        "week": "CAST(date_trunc('week', CAST({} AS timestamp)) AS date)",
+        "month": "CAST(date_trunc('month', CAST({} AS timestamp)) AS date)",
     },
 }
 
-_BUCKET_FROM_DAYS = """
-INSERT INTO rollup (grain, series_id, start, total, count, minimum, maximum, last_ts, last_value)
-SELECT :grain, a.series_id, a.start, a.total, a.n, a.lo, a.hi, a.last_ts,
-       (SELECT d.last_value FROM rollup d
-        WHERE d.grain = 'day' AND d.series_id = a.series_id
-          AND d.start >= a.start AND d.start < {stop} AND d.last_ts = a.last_ts)
-FROM (
-    SELECT d.series_id, {start} AS start, sum(d.total) AS total, sum(d.count) AS n,
-           min(d.minimum) AS lo, max(d.maximum) AS hi, max(d.last_ts) AS last_ts
-    FROM kpi_touched t CROSS JOIN rollup d
-    WHERE t.kind = :kind AND d.grain = 'day' AND d.series_id = t.series_id
-      AND d.start >= t.start AND d.start < t.stop
-    GROUP BY d.series_id, {start}
-) a
-WHERE true
-"""
-
 
 def _bucket_statement(dialect: str, grain: str):
-    start, stop = _BUCKETS[dialect][grain]
-    sql = _BUCKET_FROM_DAYS.format(start=start.format("d.start"), stop=stop.format("a.start"))
-    return text(sql + _SET_ALL)
-
-
-_DAY_BY_WINDOW = text(
-    """
-INSERT INTO rollup (grain, series_id, start, total, count, minimum, maximum, last_ts, last_value)
-SELECT 'day', x.series_id, x.day, x.total, x.n, x.lo, x.hi, x.ts, x.value
-FROM (
-    SELECT o.series_id, o.day, o.ts, o.value,
-           sum(o.value) OVER w AS total, count(*) OVER w AS n,
-           min(o.value) OVER w AS lo, max(o.value) OVER w AS hi,
-           row_number() OVER (PARTITION BY o.series_id, o.day ORDER BY o.ts DESC) AS latest
-    FROM kpi_touched t CROSS JOIN observation o
-    WHERE t.kind = 0 AND o.series_id = t.series_id
-      AND o.ts >= t.ts_from AND o.ts < t.ts_to AND o.day >= t.start AND o.day < t.stop
-    WINDOW w AS (PARTITION BY o.series_id, o.day)
-) x
-WHERE x.latest = 1
-"""
-    + _SET_ALL
-)
+    start = _BUCKETS[dialect][grain].format("o.day")
+    return text(_BUCKET_FROM_OBSERVATIONS.format(start=start) + _SET_ALL)
 
 
 def week_start(day: date) -> date:
@@ -247,11 +201,9 @@ def _month_starts(days: np.ndarray, months_later: int = 0) -> np.ndarray:
 
 
 def _touched_rows(ranges: DayRanges, grains: Sequence[str]) -> tuple[np.ndarray, ...]:
-    """(kind, series_id, start, stop) arrays, stop exclusive: a row per day range, and per range
-    of whole weeks and of whole months holding them."""
+    """(kind, series_id, start, stop) arrays, stop exclusive: a row per range of whole weeks and
+    of whole months holding the day ranges."""
     parts = []
-    if "day" in grains:
-        parts.append((0, ranges.series_id, ranges.first, ranges.last + 1))
     for grain, start_of, after in (
         ("week", _week_starts, lambda days: _week_starts(days) + 7),
         ("month", _month_starts, lambda days: _month_starts(days, 1)),
@@ -266,7 +218,7 @@ def _touched_rows(ranges: DayRanges, grains: Sequence[str]) -> tuple[np.ndarray,
     return kind, *(np.concatenate([p[i] for p in parts]) for i in (1, 2, 3))
 
 
-# ts_from/ts_to (used by day rows) widen a day range by a day each way, enough for any UTC
+# ts_from/ts_to widen a range of days by a day each way, enough for any UTC
 # offset. On SQLite the text is what SQLAlchemy's Date and DateTime store there, so comparisons
 # with stored values agree.
 _FILL_SQLITE = """
@@ -357,8 +309,6 @@ def sum_checksums(checksums: np.ndarray, first: np.ndarray) -> np.ndarray:
 
 
 def bucket_starts(grain: str, days: np.ndarray) -> np.ndarray:
-    if grain == "day":
-        return days
     return _week_starts(days) if grain == "week" else _month_starts(days)
 
 
@@ -621,7 +571,7 @@ def _sqlite_write(connection: Connection, parts: Partials, *, merge: bool) -> No
     tail = _MERGE.format(least="min", greatest="max", modulus=CHECKSUM_MASK + 1) if merge else ""
     driver = connection.connection.driver_connection
     if (parts.count == 1).all():
-        # Buckets of one row each (the days of a daily series) have one value for four
+        # Buckets of one row each (the weeks of a weekly series) have one value for four
         # columns: binding it once saves a good part of the insert. (Not for a mix: two passes
         # would leave key order, which costs more.)
         columns = (
@@ -683,35 +633,24 @@ def _pg_write(connection: Connection, parts: Partials, *, merge: bool) -> None:
             cursor.execute("TRUNCATE kpi_partial")
 
 
-def refresh(
-    connection: Connection,
-    touched: Iterable[tuple[int, date, date]] | DayRanges,
-    *,
-    grains: Sequence[str] = GRAINS,
-) -> int:
-    """Recompute the rollups of every local day in the touched (series_id, first_day, last_day)
-    ranges, then of the weeks and months holding them. Runs in the caller's transaction.
-
-    `grains` lets a bulk writer refresh days as it goes and weeks and months once at the end
-    (their day rollups must be current by then). Returns the number of day ranges."""
+def refresh(connection: Connection, touched: Iterable[tuple[int, date, date]] | DayRanges) -> int:
+    """Recompute the week and month rollups holding every local day in the touched (series_id,
+    first_day, last_day) ranges from the observations. Runs in the caller's transaction.
+    Returns the number of day ranges."""
     ranges = (touched if isinstance(touched, DayRanges) else DayRanges.of(touched)).merged()
     if not len(ranges):
         return 0
     connection.execute(CreateTable(_touched, if_not_exists=True))
     connection.execute(_touched.delete())
-    _fill_touched(connection, _touched_rows(ranges, grains))
+    _fill_touched(connection, _touched_rows(ranges, GRAINS))
     dialect = connection.dialect.name
     if dialect == "postgresql":
         # Temporary tables are never auto-analysed; statistics tell the planner it is small.
         connection.execute(text("ANALYZE kpi_touched"))
     with primary_key_probes(connection):
-        if "day" in grains:
-            statement = _DAY_BY_WINDOW if dialect == "postgresql" else _DAY_FROM_OBSERVATIONS
-            connection.execute(statement)
-        for grain in ("week", "month"):
-            if grain in grains:
-                statement = _bucket_statement(dialect, grain)
-                connection.execute(statement, {"grain": grain, "kind": GRAINS.index(grain)})
+        for kind, grain in enumerate(GRAINS):
+            statement = _bucket_statement(dialect, grain)
+            connection.execute(statement, {"grain": grain, "kind": kind})
     connection.execute(_touched.delete())
     return len(ranges)
 
@@ -814,7 +753,7 @@ def discrepancies(connection: Connection, *, tz: ZoneInfo | None = None) -> list
                 f"observation of series {series_id} at {ts.isoformat()}: day {day}, "
                 f"but it is {local} in {tz}"
             )
-        for grain, start in (("day", day), ("week", week_start(day)), ("month", month_start(day))):
+        for grain, start in (("week", week_start(day)), ("month", month_start(day))):
             bucket = expected.get((grain, series_id, start))
             if bucket is None:
                 expected[(grain, series_id, start)] = [value, 1, value, value, ts, value]

@@ -360,7 +360,6 @@ def test_times_land_on_their_local_day(catalog_engine, tmp_path, written, ts, da
     with catalog_engine.connect() as connection:
         buckets = connection.execute(select(Rollup.grain, Rollup.start, Rollup.last_ts)).all()
     assert sorted(buckets) == [
-        ("day", day, ts),
         ("month", rollups.month_start(day), ts),
         ("week", rollups.week_start(day), ts),
     ]
@@ -415,7 +414,7 @@ def test_a_repeat_with_the_same_value_is_harmless_in_any_block(
 def test_block_size_and_row_order_do_not_change_the_store(
     database_url, tmp_path, monkeypatch, order
 ):
-    """Small blocks exercise the per-block paths: lookups, day rollups, out-of-order rows."""
+    """Small blocks exercise the per-block paths: lookups, rollup merges, out-of-order rows."""
     rng = random.Random(7)
     rows = [
         f"{m},2026-{month:02d}-{day:02d}T{hour:02d}:00,{rng.randint(-50, 500)},{b}\n"
@@ -478,7 +477,7 @@ def test_raw_driver_writes_store_what_the_orm_stores(catalog_engine, tmp_path):
             )
         ).all()
         rollup = connection.execute(
-            select(Rollup.last_ts).where(Rollup.grain == "day").order_by(Rollup.series_id)
+            select(Rollup.last_ts).where(Rollup.grain == "week").order_by(Rollup.series_id)
         ).all()
     assert raw[0][1:] == raw[1][1:]  # stored alike, byte for byte
     assert len(found) == 2

@@ -1,15 +1,18 @@
-"""Day, week and month rollups: worked out by hand, kept current by imports, refreshed locally."""
+"""Week and month rollups: worked out by hand, kept current by imports, refreshed locally; and
+single days, read from the observations, against the same hand-worked values."""
 
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
+from alembic import command
 from sqlalchemy import select, update
 from sqlmodel import Session
 
-from kpi import importer, rollups, store
-from kpi.models import Rollup, Series
+from kpi import aggregate, importer, rollups, store
+from kpi.db import alembic_config
+from kpi.models import Measure, Rollup, Series
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -28,13 +31,15 @@ def at(*args) -> datetime:
 
 
 # (grain, start): (total, count, minimum, maximum, last_ts, last_value), worked out by hand.
-EXPECTED = {
+DAYS = {
     # Monday: 09:00 and 17:00 local; the later value (4) is last although 10 is larger.
     ("day", date(2026, 10, 26)): (14.0, 2, 4.0, 10.0, at(2026, 10, 26, 16), 4.0),
     # Sunday: 23:30Z on the 31st is 00:30 on the 1st in Berlin; 12:00+01:00 is 11:00Z.
     ("day", date(2026, 11, 1)): (8.0, 2, 1.0, 7.0, at(2026, 11, 1, 11), 1.0),
     # A date is local midnight: 23:00Z the day before.
     ("day", date(2026, 11, 2)): (100.0, 1, 100.0, 100.0, at(2026, 11, 1, 23), 100.0),
+}
+EXPECTED = {
     # ISO week from Monday 26 October to Sunday 1 November, across the month's end.
     ("week", date(2026, 10, 26)): (22.0, 4, 1.0, 10.0, at(2026, 11, 1, 11), 1.0),
     ("week", date(2026, 11, 2)): (100.0, 1, 100.0, 100.0, at(2026, 11, 1, 23), 100.0),
@@ -62,6 +67,34 @@ def stored(engine, measure: str = "hires") -> dict:
     }
 
 
+def days_read(engine, days, measure: str = "hires") -> dict:
+    """What an answer reads for each single day, by every rule over time: (total, count,
+    minimum, maximum, last value) — the last value only, not its moment."""
+    rules = {}
+    with Session(engine) as session:
+        for rule in ("sum", "avg", "min", "max", "last"):
+            found = aggregate.measure_values(
+                session,
+                Measure(name=measure, over_time=rule, across="sum"),
+                [[aggregate.Bucket(day, day + timedelta(days=1), "day")] for day in days],
+            )
+            rules[rule] = {days[i]: value for (i, _), value in found.items()}
+    return {
+        ("day", day): (
+            rules["sum"][day],
+            round(rules["sum"][day] / rules["avg"][day]),
+            rules["min"][day],
+            rules["max"][day],
+            rules["last"][day],
+        )
+        for day in rules["sum"]
+    }
+
+
+def without_moment(expected: dict) -> dict:
+    return {key: (*values[:4], values[5]) for key, values in expected.items()}
+
+
 def discrepancies(engine, tz=BERLIN) -> list[str]:
     with engine.connect() as connection:
         return rollups.discrepancies(connection, tz=tz)
@@ -84,6 +117,30 @@ def test_rollups_match_hand_computed_values(catalog_engine, tmp_path, monkeypatc
     assert discrepancies(catalog_engine) == []
 
 
+def test_no_rollup_is_kept_per_day(catalog_engine, tmp_path):
+    importer.import_csv(catalog_engine, write(tmp_path, FILE), tz=BERLIN)
+    assert {grain for grain, _ in stored(catalog_engine)} == {"week", "month"}
+
+
+def test_the_migration_drops_day_rollups_and_its_downgrade_rebuilds_them(catalog_engine, tmp_path):
+    importer.import_csv(catalog_engine, write(tmp_path, FILE), tz=BERLIN)
+    config = alembic_config(catalog_engine)
+    command.downgrade(config, "0005")
+    assert stored(catalog_engine) == EXPECTED | DAYS  # as a store made before 0006 had them
+
+    command.upgrade(config, "head")
+
+    assert stored(catalog_engine) == EXPECTED
+    assert discrepancies(catalog_engine) == []
+
+
+def test_a_single_day_is_read_from_its_observations(catalog_engine, tmp_path):
+    importer.import_csv(catalog_engine, write(tmp_path, FILE), tz=BERLIN)
+    # The 31st has nothing in Berlin: 23:30Z that evening is already the 1st.
+    days = [date(2026, 10, 26), date(2026, 10, 31), date(2026, 11, 1), date(2026, 11, 2)]
+    assert days_read(catalog_engine, days) == without_moment(DAYS)
+
+
 # Two imports into the same series: the second one's new rows merge into stored rollups.
 FIRST = """measure,date,value,branch
 hires,2026-11-02T09:00,10,Berlin
@@ -95,13 +152,15 @@ hires,2026-11-04T08:00,20,Berlin
 hires,2026-11-01T10:00,-3,Berlin
 hires,2026-11-03T06:00,1,Berlin
 """
-MERGED = {
+MERGED_DAYS = {
     ("day", date(2026, 11, 1)): (-3.0, 1, -3.0, -3.0, at(2026, 11, 1, 9), -3.0),
     ("day", date(2026, 11, 2)): (10.0, 1, 10.0, 10.0, at(2026, 11, 2, 8), 10.0),
     # 1 at 05:00Z joins 5 at 17:00Z: the stored value stays the last.
     ("day", date(2026, 11, 3)): (6.0, 2, 1.0, 5.0, at(2026, 11, 3, 17), 5.0),
     # Written in one import, in reverse order: 2 at 11:00Z is the last.
     ("day", date(2026, 11, 4)): (22.0, 2, 2.0, 20.0, at(2026, 11, 4, 11), 2.0),
+}
+MERGED = {
     # Sunday the 1st is in the week of Monday 26 October, which the first import did not touch.
     ("week", date(2026, 10, 26)): (-3.0, 1, -3.0, -3.0, at(2026, 11, 1, 9), -3.0),
     # 10 + 5 stored, + 2 + 20 + 1 merged; the new 11:00Z on the 4th is the last.
@@ -112,7 +171,7 @@ MERGED = {
 
 
 @pytest.mark.parametrize("block_bytes", [40, 1 << 20])
-def test_a_second_import_merges_into_stored_days_weeks_and_months(
+def test_a_second_import_merges_into_stored_weeks_and_months(
     catalog_engine, tmp_path, monkeypatch, block_bytes
 ):
     small_blocks(monkeypatch, block_bytes)
@@ -120,20 +179,22 @@ def test_a_second_import_merges_into_stored_days_weeks_and_months(
     summary = importer.import_csv(catalog_engine, write(tmp_path, SECOND, "b.csv"), tz=BERLIN)
     assert (summary.inserted, summary.updated) == (4, 0)
     assert stored(catalog_engine) == MERGED
+    assert days_read(catalog_engine, [key[1] for key in MERGED_DAYS]) == without_moment(MERGED_DAYS)
     assert discrepancies(catalog_engine) == []
 
 
 def test_a_merge_and_a_changed_value_in_one_bucket(catalog_engine, tmp_path):
-    """New rows are merged, a changed one recomputes its day, week and month: both at once."""
+    """New rows are merged, a changed one recomputes its week and month: both at once."""
     importer.import_csv(catalog_engine, write(tmp_path, FIRST, "a.csv"), tz=BERLIN)
     changed = SECOND + "hires,2026-11-03T18:00,50,Berlin\n"  # was 5
     summary = importer.import_csv(catalog_engine, write(tmp_path, changed, "b.csv"), tz=BERLIN)
     assert (summary.inserted, summary.updated) == (4, 1)
     expected = dict(MERGED)
-    expected[("day", date(2026, 11, 3))] = (51.0, 2, 1.0, 50.0, at(2026, 11, 3, 17), 50.0)
     expected[("week", date(2026, 11, 2))] = (83.0, 5, 1.0, 50.0, at(2026, 11, 4, 11), 2.0)
     expected[("month", date(2026, 11, 1))] = (80.0, 6, -3.0, 50.0, at(2026, 11, 4, 11), 2.0)
     assert stored(catalog_engine) == expected
+    day = ("day", date(2026, 11, 3))
+    assert days_read(catalog_engine, [day[1]]) == {day: (51.0, 2, 1.0, 50.0, 50.0)}
     assert discrepancies(catalog_engine) == []
 
 
@@ -170,13 +231,16 @@ def test_a_value_changed_later_updates_its_day_week_and_month(catalog_engine, tm
 
     assert (summary.updated, summary.unchanged) == (2, 3)
     expected = dict(EXPECTED)
-    expected[("day", date(2026, 10, 26))] = (24.0, 2, 4.0, 20.0, at(2026, 10, 26, 16), 4.0)
     expected[("week", date(2026, 10, 26))] = (32.0, 4, 1.0, 20.0, at(2026, 11, 1, 11), 1.0)
     expected[("month", date(2026, 10, 1))] = (24.0, 2, 4.0, 20.0, at(2026, 10, 26, 16), 4.0)
-    expected[("day", date(2026, 11, 2))] = (50.0, 1, 50.0, 50.0, at(2026, 11, 1, 23), 50.0)
     expected[("week", date(2026, 11, 2))] = (50.0, 1, 50.0, 50.0, at(2026, 11, 1, 23), 50.0)
     expected[("month", date(2026, 11, 1))] = (58.0, 3, 1.0, 50.0, at(2026, 11, 1, 23), 50.0)
     assert stored(catalog_engine) == expected
+    days = [date(2026, 10, 26), date(2026, 11, 2)]
+    assert days_read(catalog_engine, days) == {
+        ("day", days[0]): (24.0, 2, 4.0, 20.0, 4.0),
+        ("day", days[1]): (50.0, 1, 50.0, 50.0, 50.0),
+    }
     assert discrepancies(catalog_engine) == []
 
 
@@ -214,31 +278,13 @@ def test_a_refresh_touches_only_the_given_series_and_days(catalog_engine, tmp_pa
 
     totals = {(r.series_id, r.grain, r.start): r.total for r in _all(catalog_engine)}
     assert totals == {
-        (berlin, "day", date(2026, 10, 26)): -1.0,  # not touched
-        (berlin, "day", date(2026, 11, 1)): 8.0,
-        (berlin, "day", date(2026, 11, 2)): -1.0,
-        (berlin, "week", date(2026, 10, 26)): 7.0,  # from its day rollups: -1 (stale) + 8
-        (berlin, "week", date(2026, 11, 2)): -1.0,
+        (berlin, "week", date(2026, 10, 26)): 22.0,  # holds the 1st: recomputed whole
+        (berlin, "week", date(2026, 11, 2)): -1.0,  # not touched
         (berlin, "month", date(2026, 10, 1)): -1.0,
-        (berlin, "month", date(2026, 11, 1)): 7.0,
-        (cologne, "day", date(2026, 11, 2)): -1.0,
+        (berlin, "month", date(2026, 11, 1)): 108.0,
         (cologne, "week", date(2026, 11, 2)): -1.0,
         (cologne, "month", date(2026, 11, 1)): -1.0,
     }
-
-
-@pytest.mark.parametrize("grains", [("day",), ("week", "month"), ("month",)])
-def test_a_refresh_recomputes_only_the_grains_asked_for(catalog_engine, tmp_path, grains):
-    importer.import_csv(catalog_engine, write(tmp_path, FILE), tz=BERLIN)
-    marker = {"day": -1.0, "week": -0.5, "month": -0.5}
-    with catalog_engine.begin() as connection:
-        [berlin] = connection.execute(select(Series.id)).scalars()
-        for grain, total in marker.items():
-            connection.execute(update(Rollup).where(Rollup.grain == grain).values(total=total))
-        touched = [(berlin, date(2026, 10, 26), date(2026, 11, 2))]
-        rollups.refresh(connection, touched, grains=grains)
-    recomputed = {(r.grain, r.start) for r in _all(catalog_engine) if r.total != marker[r.grain]}
-    assert recomputed == {key for key in EXPECTED if key[0] in grains}
 
 
 def _all(engine) -> list:
@@ -272,13 +318,18 @@ def test_rebuild_all_in_another_time_zone_moves_days(catalog_engine, tmp_path):
         rollups.rebuild_all(connection, tz=ZoneInfo("UTC"))
 
     assert discrepancies(catalog_engine, tz=ZoneInfo("UTC")) == []
-    days = {
-        start: value for (grain, start), value in stored(catalog_engine).items() if grain == "day"
+    # In UTC, 23:30Z on the 31st and 23:00Z on the 1st stay on their UTC days: October gains
+    # the 7 and November keeps 1 and 100.
+    days = [date(2026, 10, 26), date(2026, 10, 31), date(2026, 11, 1), date(2026, 11, 2)]
+    assert days_read(catalog_engine, days) == {
+        ("day", days[0]): (14.0, 2, 4.0, 10.0, 4.0),
+        ("day", days[1]): (7.0, 1, 7.0, 7.0, 7.0),
+        ("day", days[2]): (101.0, 2, 1.0, 100.0, 100.0),
     }
-    # In UTC, 23:30Z on the 31st and 23:00Z on the 1st stay on their UTC days.
-    assert days == {
-        date(2026, 10, 26): (14.0, 2, 4.0, 10.0, at(2026, 10, 26, 16), 4.0),
-        date(2026, 10, 31): (7.0, 1, 7.0, 7.0, at(2026, 10, 31, 23, 30), 7.0),
+    months = {start: value for (grain, start), value in stored(catalog_engine).items()
+              if grain == "month"}  # fmt: skip
+    assert months == {
+        date(2026, 10, 1): (21.0, 3, 4.0, 10.0, at(2026, 10, 31, 23, 30), 7.0),
         date(2026, 11, 1): (101.0, 2, 1.0, 100.0, at(2026, 11, 1, 23), 100.0),
     }
 
@@ -288,12 +339,12 @@ def test_discrepancies_name_what_is_wrong(catalog_engine, tmp_path):
     with catalog_engine.begin() as connection:
         connection.execute(
             update(Rollup)
-            .where(Rollup.grain == "day", Rollup.start == date(2026, 11, 2))
+            .where(Rollup.grain == "week", Rollup.start == date(2026, 11, 2))
             .values(last_value=1.0)
         )
         problems = rollups.discrepancies(connection)
     assert len(problems) == 1
-    assert problems[0].startswith("day rollup of series ")
+    assert problems[0].startswith("week rollup of series ")
     assert problems[0].endswith("from 2026-11-02: last_value is 1.0, expected 100.0")
 
 
