@@ -1,7 +1,7 @@
 """Loading measures: a CSV file (`kpibot import`) or records from code (demo data,
 `/kpi record`), through one write path.
 
-A file is read in blocks of whole lines, never whole. Each block is parsed by pandas and
+A file is read in blocks of whole lines, never whole. Each block is parsed (Arrow's CSV reader) and
 validated with vectorised checks; while no bad line has been seen, its rows are compared with
 the stored values and only new or changed ones are written — all in one transaction. A bad line
 anywhere rolls everything back once the rest of the file has been read, so every bad line is
@@ -17,6 +17,12 @@ any other is upserted so that totals and counts add up. A changed value cannot b
 weeks and months are recomputed from the observations (`rollups.refresh`) at the end, after the
 pending merge. Memory: one block, the write buffer and the pending weeks and months, whatever
 the file's size.
+
+The first import into an empty PostgreSQL store drops the primary keys of `observation` and
+`rollup`, streams each block's rows into one COPY that a psycopg thread sends while the next
+block is parsed, writes the rollups in key order and builds both keys at the end: ~2x faster
+than keeping B-trees current row by row (see bench/README.md). Anything that needs a key on the
+way (a lookup of rows out of time order, a merge) builds them first.
 
 Duplicates (same measure, dimensions and moment) with different values are rejected. Inside a
 block they are found by sorting; across blocks a row can only repeat an earlier one if its
@@ -37,7 +43,7 @@ import time as clock
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import islice
@@ -48,6 +54,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from psycopg import Copy
+from psycopg.copy import QueuedLibpqWriter
 from rapidfuzz import fuzz, process
 from sqlalchemy import Connection, Engine, func, select
 
@@ -209,7 +217,12 @@ def _transaction(engine: Engine, tz: ZoneInfo, dry_run: bool) -> Iterator["_Load
         kind = _PostgresStore if engine.dialect.name == "postgresql" else _SqliteStore
         store = kind(connection)
         store.begin(dry_run)
-        yield _Loader(connection, store, tz=tz, dry_run=dry_run)
+        try:
+            yield _Loader(connection, store, tz=tz, dry_run=dry_run)
+        except BaseException as error:
+            store.close(error)
+            raise
+        store.close(None)
 
 
 # --- reading the file ----------------------------------------------------------------------
@@ -835,6 +848,7 @@ class _Loader:
     def _create_series(self, keys: np.ndarray) -> None:
         if self.ids[keys].all():
             return
+        self.store.settle()
         missing = [int(k) for k in np.unique(keys[self.ids[keys] == 0])]
         rows = [self.keys[k][:2] for k in missing]  # (measure, dims)
         # Through the driver, then the new ids read back by (measure, dims): SQLAlchemy's
@@ -892,7 +906,9 @@ class _Loader:
         if new.any():
             self.buffer.append((batch.series[new], batch.ts[new], batch.day[new], batch.value[new]))
             self.buffered += int(new.sum())
-            if self.buffered >= WRITE_ROWS:
+            # Without keys there is no B-tree to spare: each block goes at once, and the server
+            # stores it while the next one is parsed.
+            if self.buffered >= WRITE_ROWS or self.store.dropped_keys:
                 self._flush()
         if changed.any():
             self._flush()
@@ -919,10 +935,12 @@ class _Loader:
             return
         self._compact_pending()  # first, so that its peak of memory and the flush's do not add
         keys, ts, day, value = (np.concatenate(column) for column in zip(*self.buffer, strict=True))
+        several = len(self.buffer) > 1
         self.buffer, self.buffered = [], 0
         sid = self.ids[keys]
-        order = np.lexsort((ts, sid))
-        keys, sid, ts, day, value = keys[order], sid[order], ts[order], day[order], value[order]
+        if several:  # a block's own rows are in order (by series key, then moment)
+            order = np.lexsort((ts, sid))
+            keys, sid, ts, day, value = keys[order], sid[order], ts[order], day[order], value[order]
         self.store.insert(sid, ts, day, value)
         self._merge_add(keys, ts, day, value)
 
@@ -947,10 +965,16 @@ class _Loader:
     def _write_pending(self) -> None:
         """Weeks and months of series this import created cannot be stored yet: plain insert."""
         fresh_ids = self.ids[: len(self.keys)][self.fresh[: len(self.keys)]]
-        for parts in self.pending.values():
+        # In the order of rollup's key (grain, series_id, start), months before weeks: a key
+        # built over rows already in its order (see _PostgresStore.keyed) takes half the time.
+        for grain in sorted(self.pending):
+            parts = self.pending[grain]
             if parts:
                 combined = rollups.combine(parts)
                 new = np.isin(combined.series_id, fresh_ids)
+                self.store.settle()
+                if not new.all():  # a merge needs the key to find what it merges into
+                    self.store.keyed()
                 rollups.write_partials(self.connection, combined, new)
 
     def finish(self, again: Callable[[], Iterable[_Batch]] | None) -> None:
@@ -963,6 +987,7 @@ class _Loader:
         self._flush()
         # Merge first: the refresh recomputes its weeks and months whole.
         self._write_pending()
+        self.store.keyed()
         if len(self.touched):
             rollups.refresh(self.connection, self.touched)
         if self.wrote:
@@ -1134,9 +1159,21 @@ class _Store:
         self.connection = connection
         self.driver = connection.connection.driver_connection
         self.changes_table = False
+        self.dropped_keys: list[tuple[str, str, str]] = []
+        self.copying: ExitStack | None = None
 
     def begin(self, dry_run: bool) -> None:
         raise NotImplementedError
+
+    def keyed(self) -> None:
+        """Make sure the primary keys are there: what looks rows up or merges into them needs
+        them, and so does the commit."""
+
+    def settle(self) -> None:
+        """Finish any write still under way, before the connection does anything else."""
+
+    def close(self, error: BaseException | None) -> None:
+        """End of the transaction's work, successful or not (`error`)."""
 
     def lookup(self, sid, first, last) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stored (series_id, µs, value) within the given (series, first µs, last µs) ranges."""
@@ -1199,6 +1236,7 @@ class _SqliteStore(_Store):
 
 
 _PG_FOUND = (">i4", ">i8", ">f8")  # series_id, ts, value
+_COPY_OBSERVATIONS = "COPY observation (series_id, ts, day, value) FROM STDIN (FORMAT binary)"
 _ADVISORY_LOCK = 0x6B70_6962_6F74  # "kpibot": one writer of observations at a time
 
 
@@ -1211,8 +1249,42 @@ class _PostgresStore(_Store):
         # rollups.primary_key_probes for why the planner must be told.
         for name, value in rollups.PROBE_SETTINGS.items():
             self.driver.execute("SELECT set_config(%s, %s, true)", (name, value))
+        if not dry_run and self._empty():
+            self._drop_keys()
+
+    def _empty(self) -> bool:
+        """No series yet, so no observations or rollups: a first import. (An import that
+        finds series does not read observations it has no reason to.)"""
+        if self.driver.execute("SELECT EXISTS (SELECT FROM series)").fetchone()[0]:
+            return False
+        query = "SELECT NOT EXISTS (SELECT FROM observation) AND NOT EXISTS (SELECT FROM rollup)"
+        return self.driver.execute(query).fetchone()[0]
+
+    def _drop_keys(self) -> None:
+        """The first import into an empty store loads its tables without their primary keys
+        and builds them at the end, as PostgreSQL's manual advises for populating a database:
+        one sort instead of a B-tree insert per row, ~2x faster for a million rows. The tables
+        stay locked (ACCESS EXCLUSIVE) until the import commits; they held nothing to read."""
+        self.dropped_keys = []
+        for table in ("observation", "rollup"):
+            name, columns = self.driver.execute(
+                "SELECT c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c"
+                " WHERE c.conrelid = %s::regclass AND c.contype = 'p'",
+                (table,),
+            ).fetchone()
+            self.driver.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+            self.dropped_keys.append((table, name, columns))
+
+    def keyed(self) -> None:
+        self.settle()
+        if not self.dropped_keys:
+            return
+        for table, name, definition in self.dropped_keys:
+            self.driver.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+        self.dropped_keys = []
 
     def lookup(self, sid, first, last):
+        self.keyed()
         # Bounds go as µs (seconds and the rest, each exact in the interval arithmetic): a
         # timestamptz[] parameter costs psycopg a Python datetime per bound.
         bound = "timestamptz 'epoch' + ({0} / 1000000) * interval '1 second'" + (
@@ -1237,25 +1309,54 @@ class _PostgresStore(_Store):
         )
 
     def insert(self, sid, ts, day, value) -> None:
-        query = "COPY observation (series_id, ts, day, value) FROM STDIN (FORMAT binary)"
         for at in range(0, len(sid), bulk.WRITE_CHUNK):  # one chunk's payload at a time
             part = slice(at, at + bulk.WRITE_CHUNK)
-            data = bulk.pg_copy_data(
+            rows = bulk.pg_copy_rows(
                 series_id=(">i4", sid[part]),
                 ts=(">i8", ts[part] - bulk.PG_EPOCH_US),
                 day=(">i4", day[part] - bulk.PG_EPOCH_DAYS),
                 value=(">f8", value[part]),
             )
-            with self.driver.cursor() as cursor, cursor.copy(query) as copy:
-                copy.write(data)
+            if self.dropped_keys:
+                self._stream().write(rows)
+            else:
+                with self.driver.cursor() as cursor, cursor.copy(_COPY_OBSERVATIONS) as copy:
+                    copy.write(bulk.PG_HEADER + rows + bulk.PG_TRAILER)
+
+    def _stream(self) -> Copy:
+        """One COPY of observations left open over blocks while the tables have no keys: a
+        thread of psycopg's sends the rows, so the server stores one block while the next is
+        parsed. Anything else on the connection closes it first (`settle`)."""
+        if self.copying is None:
+            self.copying = ExitStack()
+            cursor = self.copying.enter_context(self.driver.cursor())
+            copy = cursor.copy(_COPY_OBSERVATIONS, writer=QueuedLibpqWriter(cursor))
+            self.copy = self.copying.enter_context(copy)
+            self.copy.write(bulk.PG_HEADER)
+        return self.copy
+
+    def settle(self) -> None:
+        if self.copying is not None:
+            self.copy.write(bulk.PG_TRAILER)
+            copying, self.copying = self.copying, None
+            copying.close()  # waits until the server has stored every row
+
+    def close(self, error: BaseException | None) -> None:
+        if self.copying is not None and error is not None:
+            # Ends the COPY with an error, so the connection can roll back.
+            self.copying.__exit__(type(error), error, error.__traceback__)
+            self.copying = None
+        self.settle()
 
     def insert_rows(self, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
+        self.settle()
         with self.driver.cursor() as cursor:
             with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
 
     def update(self, sid, ts, value) -> None:
+        self.keyed()
         with self.driver.cursor() as cursor:
             if not self.changes_table:
                 cursor.execute(

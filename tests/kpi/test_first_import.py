@@ -1,0 +1,185 @@
+"""A first import into an empty store: on PostgreSQL it loads observations and rollups without
+their primary keys, streaming the rows, and builds the keys at the end. Whatever happens, the
+keys are there afterwards and nothing of a rejected file is."""
+
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from kpi import importer, rollups
+from kpi.errors import ImportRejected
+
+BERLIN = ZoneInfo("Europe/Berlin")
+HEADER = "measure,date,value,branch\n"
+
+
+def write(tmp_path, body: str, name: str = "measures.csv"):
+    path = tmp_path / name
+    path.write_text(HEADER + body, encoding="utf-8")
+    return path
+
+
+def run(engine, path):
+    return importer.import_csv(engine, path, tz=BERLIN)
+
+
+def small_blocks(monkeypatch) -> None:
+    """A block per line or two, each written on its own: the rows span many writes."""
+    monkeypatch.setattr(importer, "BLOCK_BYTES", 40)
+    monkeypatch.setattr(importer, "WRITE_ROWS", 1)
+
+
+def key_ids(engine) -> dict[str, int] | None:
+    """PostgreSQL: the id of each primary key's index (a rebuilt key gets a new one)."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT c.conrelid::regclass::text, c.conindid::int FROM pg_constraint c"
+                " WHERE c.contype = 'p' AND c.conrelid IN ('observation'::regclass,"
+                " 'rollup'::regclass)"
+            )
+        )
+        return dict(rows.all())
+
+
+def assert_keys_hold(engine) -> None:
+    """Both primary keys refuse a duplicate."""
+    with engine.connect() as connection:
+        series_id = connection.execute(text("SELECT max(id) FROM series")).scalar() or 0
+    statements = [
+        "INSERT INTO observation (series_id, ts, day, value)"
+        " VALUES (:s, '2020-01-01 00:00:00+00', '2020-01-01', 1)",
+        "INSERT INTO rollup (grain, series_id, start, total, count, minimum, maximum, last_ts,"
+        " last_value) VALUES ('week', :s, '2019-12-30', 1, 1, 1, 1, '2020-01-01 00:00:00+00', 1)",
+    ]
+    for statement in statements:
+        with pytest.raises(IntegrityError):
+            with engine.begin() as connection:
+                connection.execute(text(statement), {"s": series_id})
+                connection.execute(text(statement), {"s": series_id})
+
+
+def counts(engine) -> tuple[int, int, int]:
+    with engine.connect() as connection:
+        return tuple(
+            connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+            for table in ("series", "observation", "rollup")
+        )
+
+
+def consistent(engine) -> list[str]:
+    with engine.connect() as connection:
+        return rollups.discrepancies(connection, tz=BERLIN)
+
+
+LINES = "".join(
+    f"hires,2026-{month:02d}-{day:02d},{month * 100 + day},{branch}\n"
+    for month in (9, 10, 11)
+    for day in (1, 8, 15, 22)
+    for branch in ("Berlin", "Madrid")
+)
+
+
+def test_a_first_import_builds_the_keys_once_a_later_one_keeps_them(
+    catalog_engine, tmp_path, monkeypatch
+):
+    small_blocks(monkeypatch)
+    before = key_ids(catalog_engine)
+
+    summary = run(catalog_engine, write(tmp_path, LINES))
+
+    assert (summary.rows, summary.inserted) == (24, 24)
+    # 2 series; each has 12 weeks (every date above is in a week of its own) and 3 months.
+    assert counts(catalog_engine) == (2, 24, 2 * (12 + 3))
+    assert consistent(catalog_engine) == []
+    rebuilt = key_ids(catalog_engine)
+    if before is not None:
+        assert rebuilt.keys() == before.keys() == {"observation", "rollup"}
+        assert all(rebuilt[table] != before[table] for table in before)
+
+    more = "hires,2026-11-29,1,Berlin\nhires,2026-11-29,2,London\n"
+    run(catalog_engine, write(tmp_path, more, "more.csv"))
+
+    assert key_ids(catalog_engine) == rebuilt  # a store with rows keeps its keys
+    assert counts(catalog_engine)[:2] == (3, 26)
+    assert consistent(catalog_engine) == []
+    assert_keys_hold(catalog_engine)
+
+
+def test_a_first_import_rejected_late_stores_nothing_and_keeps_the_keys(
+    catalog_engine, tmp_path, monkeypatch
+):
+    """The bad line comes after many blocks were streamed: the stream is ended with an error
+    and everything rolls back, the dropped keys included."""
+    small_blocks(monkeypatch)
+    before = key_ids(catalog_engine)
+
+    with pytest.raises(ImportRejected) as rejected:
+        run(catalog_engine, write(tmp_path, LINES + "hires,2026-11-30,lots,Berlin\n"))
+
+    assert rejected.value.problems == ["line 26: value 'lots' is not a number"]
+    assert counts(catalog_engine) == (0, 0, 0)
+    assert key_ids(catalog_engine) == before
+    assert_keys_hold(catalog_engine)
+
+
+def test_a_first_import_out_of_time_order(catalog_engine, tmp_path, monkeypatch):
+    """Rows going back in time need a lookup of what this import stored (the keys are built
+    then, mid-import); a new series after that is created on the way."""
+    small_blocks(monkeypatch)
+    body = (
+        "hires,2026-11-01,1,Berlin\n"
+        "hires,2026-11-08,2,Berlin\n"
+        "hires,2026-11-01,1,Berlin\n"  # a repeat of line 2, in a later block
+        "hires,2026-11-04,3,Berlin\n"  # between stored moments: new
+        "hires,2026-11-02,4,Madrid\n"
+    )
+
+    summary = run(catalog_engine, write(tmp_path, body))
+
+    assert (summary.rows, summary.inserted, summary.unchanged) == (5, 4, 1)
+    # Berlin: the weeks of 26 October (Sunday the 1st) and of 2 November (the 4th and Sunday
+    # the 8th), one month; Madrid: one week, one month.
+    assert counts(catalog_engine) == (2, 4, 2 + 1 + 1 + 1)
+    assert consistent(catalog_engine) == []
+    assert_keys_hold(catalog_engine)
+
+
+def test_a_conflicting_repeat_in_a_first_import_is_rejected(catalog_engine, tmp_path, monkeypatch):
+    small_blocks(monkeypatch)
+    body = "hires,2026-11-01,1,Berlin\nhires,2026-11-08,2,Berlin\nhires,2026-11-01,9,Berlin\n"
+
+    with pytest.raises(ImportRejected):
+        run(catalog_engine, write(tmp_path, body))
+
+    assert counts(catalog_engine) == (0, 0, 0)
+    assert_keys_hold(catalog_engine)
+
+
+def test_a_failure_mid_stream_leaves_nothing_and_the_store_usable(
+    catalog_engine, tmp_path, monkeypatch
+):
+    small_blocks(monkeypatch)
+    before = key_ids(catalog_engine)
+    merge_add = importer._Loader._merge_add
+    calls = []
+
+    def fails_on_the_third_block(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("disk on fire")
+        merge_add(self, *args)
+
+    monkeypatch.setattr(importer._Loader, "_merge_add", fails_on_the_third_block)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run(catalog_engine, write(tmp_path, LINES))
+    monkeypatch.setattr(importer._Loader, "_merge_add", merge_add)
+
+    assert counts(catalog_engine) == (0, 0, 0)
+    assert key_ids(catalog_engine) == before
+    assert run(catalog_engine, write(tmp_path, LINES)).inserted == 24
+    assert consistent(catalog_engine) == []
