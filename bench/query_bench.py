@@ -4,7 +4,9 @@
 
 Per backend, in a subprocess of its own (so peak RSS is that backend's), over the store of
 bench/store_gen.py (built first if missing), for each of `dso last month`,
-`dso last month by branch` and `trend dso 12m`, as a Slack user would ask at AS_OF:
+`dso last month by branch`, `trend dso 12m` and `dso ytd` (ten months of rollups and the ten
+days of November read from the observations, this year and last), as a Slack user would ask at
+AS_OF:
 
 - uncached: a fresh KpiService per call, so the catalog snapshot and every aggregate are
   computed anew — what the first asker pays after an import bumps the store's generation;
@@ -49,7 +51,7 @@ from kpi import catalog  # noqa: E402
 from kpi.db import open_store, session_scope  # noqa: E402
 from kpi.service import KpiService, Viewer  # noqa: E402
 
-QUERIES = ("dso last month", "dso last month by branch", "trend dso 12m")
+QUERIES = ("dso last month", "dso last month by branch", "trend dso 12m", "dso ytd")
 AS_OF = datetime(2026, 11, 10, 9, 0, tzinfo=UTC)  # October 2026 is the last complete month
 TZ = ZoneInfo("UTC")
 VIEWER = Viewer(user="U0001", channel="C0001")

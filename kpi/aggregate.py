@@ -77,7 +77,7 @@ def measure_values(
     """{(slice index, group): value} for each slice of buckets — one SQL statement for all."""
     params: dict[str, object] = {"measure": measure.name}
     filters = _filter_sql(scope.filters, params)
-    rows = _rows_sql(slices, filters, params)
+    rows = _rows_sql(slices, filters, params, latest_only=measure.over_time == "last")
     per_series = _per_series_sql(measure.over_time, rows)
     group_join, group_col, group_by = "", "NULL", ""
     if scope.by:
@@ -105,10 +105,17 @@ _OBSERVATION_ROW = (
 )
 
 
-def _rows_sql(slices: Sequence[Sequence[Bucket]], filters: str, params: dict[str, object]) -> str:
+def _rows_sql(
+    slices: Sequence[Sequence[Bucket]],
+    filters: str,
+    params: dict[str, object],
+    *,
+    latest_only: bool = False,
+) -> str:
     """A SELECT of (series_id, slice, rollup columns) for every row the slices cover: week and
     month rollups as stored, and for day buckets the observations themselves (a day holds few,
-    and keeping a rollup per day would double what an import writes)."""
+    and keeping a rollup per day would double what an import writes) — or, with `latest_only`,
+    each series' latest observation in each day bucket, all a balance at period end needs."""
     rollup_buckets, day_buckets = [], []
     for i, buckets in enumerate(slices):
         for j, bucket in enumerate(buckets):
@@ -124,14 +131,61 @@ def _rows_sql(slices: Sequence[Sequence[Bucket]], filters: str, params: dict[str
             f"FROM series s CROSS JOIN rollup r "
             f"WHERE r.series_id = s.id AND s.measure = :measure AND {bounds} {filters}"
         )
-    if day_buckets:
-        slice_case, bounds = _day_ranges(day_buckets, params)
+    if latest_only:
+        for i, key, bucket in day_buckets:
+            latest = _latest_in_day(key, bucket, params)
+            parts.append(
+                f"SELECT o.series_id, {i} AS slice, {_OBSERVATION_ROW} "
+                f"FROM series s CROSS JOIN observation o "
+                f"WHERE o.series_id = s.id AND s.measure = :measure AND o.ts = ({latest}) "
+                f"{filters}"
+            )
+        return " UNION ALL ".join(parts)
+    for k, nearby in enumerate(_clusters(day_buckets)):
+        slice_case, bounds = _day_ranges(k, nearby, params)
         parts.append(
             f"SELECT o.series_id, {slice_case} AS slice, {_OBSERVATION_ROW} "
             f"FROM series s CROSS JOIN observation o "
             f"WHERE o.series_id = s.id AND s.measure = :measure AND {bounds} {filters}"
         )
     return " UNION ALL ".join(parts)
+
+
+def _latest_in_day(key: str, bucket: Bucket, params: dict[str, object]) -> str:
+    """The moment of series s's latest observation on the bucket's local days: the primary key
+    read backwards from a day after the last, stopping at the first on those days."""
+    params |= {f"da{key}": bucket.start, f"db{key}": bucket.end}
+    params |= _moment_bounds(f"l{key}", bucket.start, bucket.end)
+    return (
+        f"SELECT x.ts FROM observation x WHERE x.series_id = s.id "
+        f"AND x.ts >= :t_lo{'l' + key} AND x.ts < :t_hi{'l' + key} "
+        f"AND x.day >= :da{key} AND x.day < :db{key} ORDER BY x.ts DESC LIMIT 1"
+    )
+
+
+def _moment_bounds(suffix: str, first: date, end: date) -> dict[str, datetime]:
+    """UTC bounds a day wider than the local days [first, end) each way: enough for any UTC
+    offset, so a scan seeks the primary key (series_id, ts); the local day then selects."""
+    return {
+        f"t_lo{suffix}": datetime.combine(first - timedelta(days=1), time(), UTC),
+        f"t_hi{suffix}": datetime.combine(end + timedelta(days=1), time(), UTC),
+    }
+
+
+def _clusters(buckets: list[tuple[int, str, Bucket]]) -> list[list[tuple[int, str, Bucket]]]:
+    """Day buckets in runs of nearby days: each run is one scan of the observations, so the
+    days of this year and of last year (a year-to-date and its comparison) do not make one
+    scan of the whole year between them."""
+    runs: list[list[tuple[int, str, Bucket]]] = []
+    for found in sorted(buckets, key=lambda item: item[2].start):
+        if runs and found[2].start - max(b.end for _, _, b in runs[-1]) <= _NEARBY:
+            runs[-1].append(found)
+        else:
+            runs.append([found])
+    return runs
+
+
+_NEARBY = timedelta(days=7)
 
 
 def _rollup_ranges(buckets: Sequence[tuple[int, str, Bucket]], params: dict[str, object]):
@@ -152,10 +206,9 @@ def _rollup_ranges(buckets: Sequence[tuple[int, str, Bucket]], params: dict[str,
     return f"CASE {' '.join(cases)} END", f"{seek} AND ({' OR '.join(bounds)})"
 
 
-def _day_ranges(buckets: Sequence[tuple[int, str, Bucket]], params: dict[str, object]):
+def _day_ranges(k: int, buckets: Sequence[tuple[int, str, Bucket]], params: dict[str, object]):
     """A CASE giving each observation its slice number by local day, and the WHERE that bounds
-    the scan: moments a day wider than the days each way (enough for any UTC offset), so the
-    scan seeks the primary key (series_id, ts); the local day then selects exactly."""
+    the scan (see _moment_bounds)."""
     cases, bounds = [], []
     for i, key, b in buckets:
         params |= {f"da{key}": b.start, f"db{key}": b.end}
@@ -163,12 +216,8 @@ def _day_ranges(buckets: Sequence[tuple[int, str, Bucket]], params: dict[str, ob
         cases.append(f"WHEN {condition} THEN {i}")
         bounds.append(condition)
     first = min(b.start for _, _, b in buckets)
-    last = max(b.end for _, _, b in buckets)
-    params |= {
-        "t_lo": datetime.combine(first - timedelta(days=1), time(), UTC),
-        "t_hi": datetime.combine(last + timedelta(days=1), time(), UTC),
-    }
-    seek = "o.ts >= :t_lo AND o.ts < :t_hi"
+    params |= _moment_bounds(str(k), first, max(b.end for _, _, b in buckets))
+    seek = f"o.ts >= :t_lo{k} AND o.ts < :t_hi{k}"
     return f"CASE {' '.join(cases)} END", f"{seek} AND ({' OR '.join(bounds)})"
 
 

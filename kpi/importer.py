@@ -1,11 +1,11 @@
 """Loading measures: a CSV file (`kpibot import`) or records from code (demo data,
 `/kpi record`), through one write path.
 
-A file is read in blocks of whole lines, never whole. Each block is parsed (Arrow's CSV reader) and
-validated with vectorised checks; while no bad line has been seen, its rows are compared with
-the stored values and only new or changed ones are written — all in one transaction. A bad line
-anywhere rolls everything back once the rest of the file has been read, so every bad line is
-reported and nothing is stored.
+A file is read in blocks of whole lines, never whole. Each block is parsed by Arrow's CSV reader
+and validated with vectorised checks; while no bad line has been seen, its rows are compared
+with the stored values and only new or changed ones are written — all in one transaction. A bad
+line anywhere rolls everything back once the rest of the file has been read, so every bad line
+is reported and nothing is stored.
 
 New rows are buffered over blocks (WRITE_ROWS at a time, and before any lookup or update of
 stored rows) and written sorted by primary key, so each place of the B-trees takes many rows at
@@ -908,7 +908,7 @@ class _Loader:
             self.buffered += int(new.sum())
             # Without keys there is no B-tree to spare: each block goes at once, and the server
             # stores it while the next one is parsed.
-            if self.buffered >= WRITE_ROWS or self.store.dropped_keys:
+            if self.buffered >= WRITE_ROWS or self.store.unkeyed:
                 self._flush()
         if changed.any():
             self._flush()
@@ -1165,6 +1165,11 @@ class _Store:
     def begin(self, dry_run: bool) -> None:
         raise NotImplementedError
 
+    @property
+    def unkeyed(self) -> bool:
+        """Loading without primary keys (see _PostgresStore._drop_keys)."""
+        return bool(self.dropped_keys)
+
     def keyed(self) -> None:
         """Make sure the primary keys are there: what looks rows up or merges into them needs
         them, and so does the commit."""
@@ -1317,7 +1322,7 @@ class _PostgresStore(_Store):
                 day=(">i4", day[part] - bulk.PG_EPOCH_DAYS),
                 value=(">f8", value[part]),
             )
-            if self.dropped_keys:
+            if self.unkeyed:
                 self._stream().write(rows)
             else:
                 with self.driver.cursor() as cursor, cursor.copy(_COPY_OBSERVATIONS) as copy:
@@ -1326,7 +1331,8 @@ class _PostgresStore(_Store):
     def _stream(self) -> Copy:
         """One COPY of observations left open over blocks while the tables have no keys: a
         thread of psycopg's sends the rows, so the server stores one block while the next is
-        parsed. Anything else on the connection closes it first (`settle`)."""
+        parsed (its queue holds at most 128 MB). Anything else on the connection closes it
+        first (`settle`)."""
         if self.copying is None:
             self.copying = ExitStack()
             cursor = self.copying.enter_context(self.driver.cursor())

@@ -141,6 +141,33 @@ def test_a_single_day_is_read_from_its_observations(catalog_engine, tmp_path):
     assert days_read(catalog_engine, days) == without_moment(DAYS)
 
 
+def test_days_a_year_apart_are_read_each_on_their_own(catalog_engine, tmp_path):
+    """A year-to-date compares its last days with the same days a year earlier: two separate
+    reads of the observations, and nothing of the year between them counts."""
+    body = (
+        "measure,date,value,branch\n"
+        "hires,2025-11-01T10:00,1,Berlin\n"
+        "hires,2025-11-02T10:00,2,Berlin\n"
+        "hires,2026-05-01T10:00,1000,Berlin\n"
+        "hires,2026-11-01T10:00,10,Berlin\n"
+        "hires,2026-11-01T20:00,30,Berlin\n"
+        "hires,2026-11-02T09:00,20,Berlin\n"
+    )
+    importer.import_csv(catalog_engine, write(tmp_path, body), tz=BERLIN)
+    slices = [
+        [aggregate.Bucket(date(2026, 11, 1), date(2026, 11, 3), "day")],
+        [aggregate.Bucket(date(2025, 11, 1), date(2025, 11, 3), "day")],
+    ]
+    found = {}
+    with Session(catalog_engine) as session:
+        for rule in ("sum", "last", "max"):
+            measure = Measure(name="hires", over_time=rule, across="sum")
+            found[rule] = aggregate.measure_values(session, measure, slices)
+    assert found["sum"] == {(0, None): 60.0, (1, None): 3.0}
+    assert found["last"] == {(0, None): 20.0, (1, None): 2.0}
+    assert found["max"] == {(0, None): 30.0, (1, None): 2.0}
+
+
 # Two imports into the same series: the second one's new rows merge into stored rollups.
 FIRST = """measure,date,value,branch
 hires,2026-11-02T09:00,10,Berlin
