@@ -197,7 +197,7 @@ def _rollup_ranges(buckets: Sequence[tuple[int, str, Bucket]], params: dict[str,
         cases.append(f"WHEN {condition} THEN {i}")
         bounds.append(condition)
     # One plain range beside the OR, so the planner can seek the primary key
-    # (grain, series_id, start) instead of reading every series' rollups.
+    # (series_id, grain, start) of each series instead of reading every series' rollups.
     grains = sorted({b.grain for _, _, b in buckets})
     params |= {f"grain{k}": g for k, g in enumerate(grains)}
     params |= {"lo": min(b.start for _, _, b in buckets), "hi": max(b.end for _, _, b in buckets)}

@@ -90,13 +90,30 @@ def pg_copy_data(**columns: tuple[str, np.ndarray]) -> bytes:
 
 def pg_copy_rows(**columns: tuple[str, np.ndarray]) -> bytes:
     """The rows alone, for a COPY streamed in parts between PG_HEADER and PG_TRAILER."""
-    dtype = pg_copy_dtype(**{name: code for name, (code, _) in columns.items()})
-    rows = np.empty(len(next(iter(columns.values()))[1]), dtype)
-    rows["field_count"] = len(columns)
-    for name, (code, values) in columns.items():
-        rows[f"{name}_length"] = np.dtype(code).itemsize
+    count = len(next(iter(columns.values()))[1])
+    return pg_copy_array(count, columns).tobytes()
+
+
+def pg_copy_array(
+    count: int, columns: dict[str, tuple[str, object]], *, nulls: Sequence[str] = ()
+) -> np.ndarray:
+    """`count` binary COPY rows as a structured array: columns as (big-endian dtype code,
+    values or one value for every row), then the `nulls` columns, NULL in every row (a length of
+    -1 and no value). Field counts and lengths come from one template row, repeated: assigning them
+    column by column cost as much again as the values."""
+    layout = pg_copy_dtype(**{name: code for name, (code, _) in columns.items()}).descr
+    layout += [(f"{name}_length", ">i4") for name in nulls]
+    dtype = np.dtype(layout)
+    template = np.zeros(1, dtype)
+    template["field_count"] = len(columns) + len(nulls)
+    for name, (code, _) in columns.items():
+        template[f"{name}_length"] = np.dtype(code).itemsize
+    for name in nulls:
+        template[f"{name}_length"] = -1
+    rows = np.repeat(template, count)
+    for name, (_, values) in columns.items():
         rows[name] = values
-    return rows.tobytes()
+    return rows
 
 
 def pg_copy_arrays(data: bytes, codes: Sequence[str]) -> list[np.ndarray]:

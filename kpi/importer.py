@@ -963,19 +963,19 @@ class _Loader:
                 self.pending_rows[grain] = len(self.pending[grain][0])
 
     def _write_pending(self) -> None:
-        """Weeks and months of series this import created cannot be stored yet: plain insert."""
+        """Weeks and months of series this import created cannot be stored yet: plain insert;
+        the others are merged."""
         fresh_ids = self.ids[: len(self.keys)][self.fresh[: len(self.keys)]]
-        # In the order of rollup's key (grain, series_id, start), months before weeks: a key
-        # built over rows already in its order (see _PostgresStore.keyed) takes half the time.
-        for grain in sorted(self.pending):
-            parts = self.pending[grain]
-            if parts:
-                combined = rollups.combine(parts)
-                new = np.isin(combined.series_id, fresh_ids)
-                self.store.settle()
-                if not new.all():  # a merge needs the key to find what it merges into
-                    self.store.keyed()
-                rollups.write_partials(self.connection, combined, new)
+        combined = [rollups.combine(parts) for parts in self.pending.values() if parts]
+        new = [np.isin(parts.series_id, fresh_ids) for parts in combined]
+        self.store.settle()
+        fresh = [parts.take(np.flatnonzero(n)) for parts, n in zip(combined, new, strict=True)]
+        rollups.insert_new(self.connection, fresh)
+        if not all(n.all() for n in new):
+            self.store.keyed()  # a merge needs the key to find what it merges into
+            for parts, n in zip(combined, new, strict=True):
+                merged = parts.take(np.flatnonzero(~n))
+                rollups.write_partials(self.connection, merged, np.zeros(len(merged), bool))
 
     def finish(self, again: Callable[[], Iterable[_Batch]] | None) -> None:
         """Check the out-of-order rows against the rows before them; raise if anything is bad."""

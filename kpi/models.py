@@ -51,7 +51,7 @@ class Observation(SQLModel, table=True):
 class Rollup(SQLModel, table=True):
     """Per series and local day/week/month: what every aggregation rule needs, kept on import."""
 
-    __table_args__ = (PrimaryKeyConstraint("grain", "series_id", "start"), _BULK)
+    __table_args__ = (PrimaryKeyConstraint("series_id", "grain", "start"), _BULK)
     grain: str  # day | week | month
     series_id: int  # a series.id
     start: date

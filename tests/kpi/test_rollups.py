@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 from alembic import command
-from sqlalchemy import select, update
+from sqlalchemy import inspect, select, update
 from sqlmodel import Session
 
 from kpi import aggregate, importer, rollups, store
@@ -130,6 +130,25 @@ def test_the_migration_drops_day_rollups_and_its_downgrade_rebuilds_them(catalog
 
     command.upgrade(config, "head")
 
+    assert stored(catalog_engine) == EXPECTED
+    assert discrepancies(catalog_engine) == []
+
+
+def test_the_rollup_key_leads_with_the_series_and_its_migration_keeps_every_row(
+    catalog_engine, tmp_path
+):
+    importer.import_csv(catalog_engine, write(tmp_path, FILE), tz=BERLIN)
+    config = alembic_config(catalog_engine)
+
+    def key() -> list[str]:
+        return inspect(catalog_engine).get_pk_constraint("rollup")["constrained_columns"]
+
+    assert key() == ["series_id", "grain", "start"]
+    command.downgrade(config, "0006")
+    assert key() == ["grain", "series_id", "start"]
+    assert stored(catalog_engine) == EXPECTED
+    command.upgrade(config, "head")
+    assert key() == ["series_id", "grain", "start"]
     assert stored(catalog_engine) == EXPECTED
     assert discrepancies(catalog_engine) == []
 
