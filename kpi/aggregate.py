@@ -77,7 +77,13 @@ def measure_values(
     """{(slice index, group): value} for each slice of buckets — one SQL statement for all."""
     params: dict[str, object] = {"measure": measure.name}
     filters = _filter_sql(scope.filters, params)
-    rows = _rows_sql(slices, filters, params, latest_only=measure.over_time == "last")
+    rows = _rows_sql(
+        slices,
+        filters,
+        params,
+        latest_only=measure.over_time == "last",
+        lateral=session.get_bind().dialect.name == "postgresql",
+    )
     per_series = _per_series_sql(measure.over_time, rows)
     group_join, group_col, group_by = "", "NULL", ""
     if scope.by:
@@ -111,6 +117,7 @@ def _rows_sql(
     params: dict[str, object],
     *,
     latest_only: bool = False,
+    lateral: bool = False,
 ) -> str:
     """A SELECT of (series_id, slice, rollup columns) for every row the slices cover: week and
     month rollups as stored, and for day buckets the observations themselves (a day holds few,
@@ -122,33 +129,38 @@ def _rows_sql(
             found = day_buckets if bucket.grain == "day" else rollup_buckets
             found.append((i, f"{i}_{j}", bucket))
     parts = []
-    # CROSS JOIN fixes SQLite's join order: the measure's series first, then each one's rows
-    # by primary key (PostgreSQL plans it as any join).
     if rollup_buckets:
         slice_case, bounds = _rollup_ranges(rollup_buckets, params)
-        parts.append(
-            f"SELECT r.series_id, {slice_case} AS slice, {_ROLLUP_ROW} "
-            f"FROM series s CROSS JOIN rollup r "
-            f"WHERE r.series_id = s.id AND s.measure = :measure AND {bounds} {filters}"
-        )
+        scan = _per_series("rollup r", "r", bounds, filters, lateral)
+        parts.append(f"SELECT r.series_id, {slice_case} AS slice, {_ROLLUP_ROW} {scan}")
     if latest_only:
         for i, key, bucket in day_buckets:
             latest = _latest_in_day(key, bucket, params)
-            parts.append(
-                f"SELECT o.series_id, {i} AS slice, {_OBSERVATION_ROW} "
-                f"FROM series s CROSS JOIN observation o "
-                f"WHERE o.series_id = s.id AND s.measure = :measure AND o.ts = ({latest}) "
-                f"{filters}"
-            )
+            scan = _per_series("observation o", "o", f"o.ts = ({latest})", filters, lateral)
+            parts.append(f"SELECT o.series_id, {i} AS slice, {_OBSERVATION_ROW} {scan}")
         return " UNION ALL ".join(parts)
     for k, nearby in enumerate(_clusters(day_buckets)):
         slice_case, bounds = _day_ranges(k, nearby, params)
-        parts.append(
-            f"SELECT o.series_id, {slice_case} AS slice, {_OBSERVATION_ROW} "
-            f"FROM series s CROSS JOIN observation o "
-            f"WHERE o.series_id = s.id AND s.measure = :measure AND {bounds} {filters}"
-        )
+        scan = _per_series("observation o", "o", bounds, filters, lateral)
+        parts.append(f"SELECT o.series_id, {slice_case} AS slice, {_OBSERVATION_ROW} {scan}")
     return " UNION ALL ".join(parts)
+
+
+def _per_series(table: str, alias: str, bounds: str, filters: str, lateral: bool) -> str:
+    """FROM … WHERE reading the measure's series first, then each one's rows by primary key.
+    SQLite: CROSS JOIN fixes that order. PostgreSQL: a LATERAL subquery per series (OFFSET 0
+    keeps the planner from flattening it into a plain join), as left to itself the planner
+    tends to scan a whole grain of rollups and hash it."""
+    if lateral:
+        return (
+            f"FROM series s CROSS JOIN LATERAL (SELECT * FROM {table} "
+            f"WHERE {alias}.series_id = s.id AND {bounds} OFFSET 0) {alias} "
+            f"WHERE s.measure = :measure {filters}"
+        )
+    return (
+        f"FROM series s CROSS JOIN {table} "
+        f"WHERE {alias}.series_id = s.id AND s.measure = :measure AND {bounds} {filters}"
+    )
 
 
 def _latest_in_day(key: str, bucket: Bucket, params: dict[str, object]) -> str:
