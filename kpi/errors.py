@@ -50,5 +50,12 @@ class ImportRejected(KpibotError):
         self.total = total
 
 
+class StoreBusy(KpibotError):
+    """The store is locked by a big write (the first import into an empty PostgreSQL store)."""
+
+    def __init__(self) -> None:
+        super().__init__("The KPI store is busy loading a big import. Try again in a few seconds.")
+
+
 class PermissionDenied(KpibotError):
     """The user may see the KPI but not change it."""

@@ -1269,7 +1269,8 @@ class _PostgresStore(_Store):
         """The first import into an empty store loads its tables without their primary keys
         and builds them at the end, as PostgreSQL's manual advises for populating a database:
         one sort instead of a B-tree insert per row, ~2x faster for a million rows. The tables
-        stay locked (ACCESS EXCLUSIVE) until the import commits; they held nothing to read."""
+        stay locked (ACCESS EXCLUSIVE) until the import commits; they held nothing to read, and
+        an answer waits at most kpi.db.READ_LOCK_TIMEOUT_MS for them (StoreBusy)."""
         self.dropped_keys = []
         for table in ("observation", "rollup"):
             name, columns = self.driver.execute(

@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from kpi import catalog, digests, incidents, query, store
 from kpi.aggregate import Scope, dimension_values
-from kpi.db import session_scope
+from kpi.db import reading, session_scope
 from kpi.errors import KpibotError, PermissionDenied
 from kpi.formatting import fmt, fmt_day, fmt_input
 from kpi.memo import Memo
@@ -221,11 +221,11 @@ class KpiService:
             compute = self._ask if isinstance(request, query.Ask) else self._trend
             key = (snap.generation, repr(request), local_today(as_of, self.tz))
             return self._cached(key, lambda: self._in_session(compute, snap, request, as_of))
-        with Session(self.engine) as session:
+        with reading(self.engine) as session:
             return self._answer(session, snap, request, viewer=viewer, as_of=as_of)
 
     def _in_session(self, compute, *args):
-        with Session(self.engine) as session:
+        with reading(self.engine) as session:
             return compute(session, *args)
 
     def _answer(self, session, snap: Snapshot, request, *, viewer: Viewer, as_of: datetime):

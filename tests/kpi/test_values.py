@@ -208,3 +208,38 @@ def test_a_record_through_the_service_shows_at_once(store):
     assert service.ask("dso", viewer=viewer, as_of=as_of).values["a"]["value"] == "31.0 days"
     service.ask("record credit_sales 500000 2026-10-10 branch=Madrid", viewer=viewer, as_of=as_of)
     assert service.ask("dso", viewer=viewer, as_of=as_of).values["a"]["value"] == "19.1 days"
+
+
+def test_an_answer_does_not_wait_long_for_a_store_locked_by_an_import(store, monkeypatch):
+    """PostgreSQL: the first import into an empty store locks observation and rollup until it
+    commits; an answer gives up after READ_LOCK_TIMEOUT_MS with a message saying why, and works
+    again once the import is done. SQLite: readers never wait for a writer (WAL)."""
+    from time import perf_counter
+
+    from kpi import db
+    from kpi.errors import StoreBusy
+
+    monkeypatch.setattr(db, "READ_LOCK_TIMEOUT_MS", 200)
+    as_of = datetime(2026, 11, 10, 9, tzinfo=UTC)
+    viewer = Viewer(sees_all=True)
+    importer = store.raw_connection()
+    cursor = importer.cursor()
+    if store.dialect.name == "postgresql":
+        cursor.execute("LOCK TABLE observation, rollup IN ACCESS EXCLUSIVE MODE")
+    else:
+        cursor.execute("BEGIN IMMEDIATE")
+        cursor.execute("DELETE FROM rollup")  # uncommitted: readers still see the old rows
+    try:
+        started = perf_counter()
+        if store.dialect.name == "postgresql":
+            with pytest.raises(StoreBusy, match="busy loading a big import"):
+                KpiService(store, tz=UTC_ZONE).ask("dso", viewer=viewer, as_of=as_of)
+            assert perf_counter() - started < 2
+        else:
+            reply = KpiService(store, tz=UTC_ZONE).ask("dso", viewer=viewer, as_of=as_of)
+            assert reply.values["a"]["value"] == "31.0 days"
+    finally:
+        importer.rollback()
+        importer.close()
+    reply = KpiService(store, tz=UTC_ZONE).ask("dso", viewer=viewer, as_of=as_of)
+    assert reply.values["a"]["value"] == "31.0 days"
