@@ -166,11 +166,12 @@ def _per_series(table: str, alias: str, bounds: str, filters: str, lateral: bool
 def _latest_in_day(key: str, bucket: Bucket, params: dict[str, object]) -> str:
     """The moment of series s's latest observation on the bucket's local days: the primary key
     read backwards from a day after the last, stopping at the first on those days."""
+    suffix = f"l{key}"
     params |= {f"da{key}": bucket.start, f"db{key}": bucket.end}
-    params |= _moment_bounds(f"l{key}", bucket.start, bucket.end)
+    params |= _moment_bounds(suffix, bucket.start, bucket.end)
     return (
         f"SELECT x.ts FROM observation x WHERE x.series_id = s.id "
-        f"AND x.ts >= :t_lo{'l' + key} AND x.ts < :t_hi{'l' + key} "
+        f"AND x.ts >= :t_lo{suffix} AND x.ts < :t_hi{suffix} "
         f"AND x.day >= :da{key} AND x.day < :db{key} ORDER BY x.ts DESC LIMIT 1"
     )
 
