@@ -53,7 +53,9 @@ def run_alerts(services: Services, *, as_of: datetime) -> Counter:
     with Session(services.engine) as session:
         snap = services.kpis.snapshot(session)
         readings = read_all(session, snap.catalog, as_of, services.settings.tz)
-        alerts = {(a.kpi_key, a.dim, a.dim_value): a for a in session.exec(select(Alert))}
+        # Rows, not ORM objects: a pass only reads them, and 10,000 load ~10x faster.
+        rows = session.connection().execute(select(Alert.__table__))
+        alerts = {(a.kpi_key, a.dim, a.dim_value): a for a in rows}
         open_ids = [a.incident_id for a in alerts.values() if a.incident_id]
         opened = {i.id: i for i in session.exec(select(Incident).where(Incident.id.in_(open_ids)))}
     counts: Counter = Counter({"retried": retried} if retried else {})
@@ -205,8 +207,11 @@ def retry_unsent(services: Services, now: datetime) -> int:
     """Tell again what a crashed or failed pass decided but never got to Slack (after its lease)."""
     with Session(services.engine) as session:
         pending = claims.unsent(session, kind="alert")
+        if not pending:
+            return 0
         snap = services.kpis.snapshot(session)
-        alerts = {a.id: a for a in session.exec(select(Alert))}
+        wanted = {(delivery.payload or {}).get("alert") for delivery in pending}
+        alerts = {a.id: a for a in session.exec(select(Alert).where(Alert.id.in_(wanted)))}
     retried = 0
     for delivery in pending:
         payload = delivery.payload or {}

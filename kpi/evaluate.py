@@ -94,11 +94,17 @@ def newest(session: Session, kpi: KpiDef, dim: str | None) -> dict[str | None, d
     group = "g.value" if dim else "NULL"
     join = "JOIN seriesdim g ON g.series_id = s.id AND g.dim = :dim" if dim else ""
     by = ", g.value" if dim else ""
+    # Each series' newest observation is the last of its latest month: one seek backwards
+    # along rollup's key (series_id, grain, start) instead of reading every month it has.
+    latest = (
+        "(SELECT r.last_ts FROM rollup r WHERE r.series_id = s.id AND r.grain = 'month' "
+        "ORDER BY r.start DESC LIMIT 1)"
+    )
     sql = (
-        f"SELECT grp, MIN(ts) FROM (SELECT {group} AS grp, s.measure, MAX(r.last_ts) AS ts "
-        f"FROM rollup r JOIN series s ON s.id = r.series_id {join} "
-        f"WHERE r.grain = 'month' AND s.measure IN ({in_list}) GROUP BY s.measure{by}) m "
-        f"GROUP BY grp HAVING COUNT(*) = :n"
+        f"SELECT grp, MIN(ts) FROM (SELECT {group} AS grp, s.measure, MAX({latest}) AS ts "
+        f"FROM series s {join} "
+        f"WHERE s.measure IN ({in_list}) GROUP BY s.measure{by}) m "
+        f"GROUP BY grp HAVING COUNT(ts) = :n"
     )
     rows = session.connection().execute(text(sql), params | {"dim": dim, "n": len(names)})
     return dict(rows.all())

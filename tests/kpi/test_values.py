@@ -243,3 +243,24 @@ def test_an_answer_does_not_wait_long_for_a_store_locked_by_an_import(store, mon
         importer.close()
     reply = KpiService(store, tz=UTC_ZONE).ask("dso", viewer=viewer, as_of=as_of)
     assert reply.values["a"]["value"] == "31.0 days"
+
+
+def test_a_kpi_is_as_fresh_as_its_stalest_input_per_branch_and_overall(store):
+    from kpi.evaluate import newest
+
+    def day(found) -> dict:
+        return {key: datetime.fromisoformat(str(ts)).date() for key, ts in found.items()}
+
+    with session_scope(store) as session:
+        catalog = load_catalog(session)
+        dso = catalog.kpis["dso"]
+        overall = newest(session, dso, None)
+        by_branch = newest(session, dso, "branch")
+        # Inputs never fed: nothing to be fresh or stale about.
+        never = newest(session, catalog.kpis["time_to_hire"], None)
+    # Receivables run to 2 November (Berlin), sales only to 20 October: the sales decide.
+    assert day(overall) == {None: date(2026, 10, 20)}
+    # Berlin: sales 20 October, receivables 2 November; Madrid: sales 10 October, receivables
+    # 30 October.
+    assert day(by_branch) == {"Berlin": date(2026, 10, 20), "Madrid": date(2026, 10, 10)}
+    assert never == {}
