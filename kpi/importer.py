@@ -9,11 +9,11 @@ is reported and nothing is stored.
 
 New rows are buffered over blocks (WRITE_ROWS at a time, and before any lookup or update of
 stored rows) and written sorted by primary key, so each place of the B-trees takes many rows at
-once. Their week and month rollups are computed from those rows in memory and merge-added (see
-`rollups.write_partials`): summed in memory over the writes, about one row per bucket, and
-written once at the end in key order. A bucket of a series this import created cannot be stored
-yet and goes in by plain bulk insert (multi-row INSERTs on SQLite, binary COPY on PostgreSQL);
-any other is upserted so that totals and counts add up. A changed value cannot be merged: its
+once. Their week and month rollups are computed from those rows in memory, summed over the
+writes (about one row per bucket) and written once at the end in key order. A bucket of a series
+this import created cannot be stored yet and goes in by plain bulk insert
+(`rollups.insert_new`); any other is upserted so that totals and counts add up
+(`rollups.merge_partials`). A changed value cannot be merged: its
 weeks and months are recomputed from the observations (`rollups.refresh`) at the end, after the
 pending merge. Memory: one block, the write buffer and the pending weeks and months, whatever
 the file's size.
@@ -974,8 +974,7 @@ class _Loader:
         if not all(n.all() for n in new):
             self.store.keyed()  # a merge needs the key to find what it merges into
             for parts, n in zip(combined, new, strict=True):
-                merged = parts.take(np.flatnonzero(~n))
-                rollups.write_partials(self.connection, merged, np.zeros(len(merged), bool))
+                rollups.merge_partials(self.connection, parts.take(np.flatnonzero(~n)))
 
     def finish(self, again: Callable[[], Iterable[_Batch]] | None) -> None:
         """Check the out-of-order rows against the rows before them; raise if anything is bad."""
@@ -1160,7 +1159,8 @@ class _Store:
         self.driver = connection.connection.driver_connection
         self.changes_table = False
         self.dropped_keys: list[tuple[str, str, str]] = []
-        self.copying: ExitStack | None = None
+        self.copying: ExitStack | None = None  # an open stream of observations (Postgres)
+        self.copy: Copy | None = None
 
     def begin(self, dry_run: bool) -> None:
         raise NotImplementedError

@@ -6,10 +6,11 @@ Every write to `observation` updates the rollups in the same transaction, so the
 exactly current, in one of two ways:
 
 - New observations are merge-added: `partials` computes each touched bucket's total, count,
-  minimum, maximum and last value from the rows in memory (numpy over runs of rows, no SQL), and
-  `write_partials` stores them — by plain bulk insert where the caller knows the bucket is not
-  stored yet (executemany of multi-row INSERTs on SQLite, binary COPY on PostgreSQL), else by an
-  upsert that adds totals and counts, combines extremes and keeps the later last value.
+  minimum, maximum and last value from the rows in memory (numpy over runs of rows, no SQL).
+  `insert_new` stores those the caller knows are not stored yet, by plain bulk insert
+  (executemany of multi-row INSERTs on SQLite, binary COPY on PostgreSQL); `merge_partials`
+  upserts the others, adding totals and counts, combining extremes and keeping the later last
+  value.
   `combine` sums partials of several blocks, so a bulk writer can write weeks and months once.
 - Changed observations cannot be merged (the old value is not known here): `refresh` recomputes
   the weeks (Monday start) and months holding them from the observations. The touched ranges go
@@ -203,7 +204,7 @@ def _month_starts(days: np.ndarray, months_later: int = 0) -> np.ndarray:
     return months.astype("datetime64[D]").astype(np.int64)
 
 
-def _touched_rows(ranges: DayRanges, grains: Sequence[str]) -> tuple[np.ndarray, ...]:
+def _touched_rows(ranges: DayRanges) -> tuple[np.ndarray, ...]:
     """(kind, series_id, start, stop) arrays, stop exclusive: a row per range of whole weeks and
     of whole months holding the day ranges."""
     parts = []
@@ -211,12 +212,11 @@ def _touched_rows(ranges: DayRanges, grains: Sequence[str]) -> tuple[np.ndarray,
         ("week", _week_starts, lambda days: _week_starts(days) + 7),
         ("month", _month_starts, lambda days: _month_starts(days, 1)),
     ):
-        if grain in grains:
-            # Day ranges of one series may share a month (never a week: they are a week apart).
-            buckets = DayRanges(
-                ranges.series_id, start_of(ranges.first), after(ranges.last) - 1
-            ).merged(gap_days=0)
-            parts.append((GRAINS.index(grain), buckets.series_id, buckets.first, buckets.last + 1))
+        # Day ranges of one series may share a month (never a week: they are a week apart).
+        buckets = DayRanges(
+            ranges.series_id, start_of(ranges.first), after(ranges.last) - 1
+        ).merged(gap_days=0)
+        parts.append((GRAINS.index(grain), buckets.series_id, buckets.first, buckets.last + 1))
     kind = np.concatenate([np.full(len(p[1]), p[0], np.int64) for p in parts])
     return kind, *(np.concatenate([p[i] for p in parts]) for i in (1, 2, 3))
 
@@ -277,7 +277,7 @@ class Partials:
     def __len__(self) -> int:
         return len(self.series_id)
 
-    def take(self, rows: np.ndarray) -> "Partials":
+    def take(self, rows: np.ndarray | slice) -> "Partials":
         return Partials(self.grain, *(getattr(self, name)[rows] for name in _PARTIAL_ARRAYS))
 
 
@@ -533,20 +533,23 @@ def combine(parts: Sequence[Partials]) -> Partials:
     )
 
 
-def write_partials(connection: Connection, parts: Partials, new: np.ndarray) -> None:
-    """Add `parts` into the stored rollups. Buckets flagged `new` must have no stored row and go
-    in by plain bulk insert; the others are merged: totals and counts add up, extremes combine,
-    and the later last_ts brings its value.
+def merge_partials(connection: Connection, parts: Partials) -> None:
+    """Add `parts` into the stored rollups: totals and counts add up, extremes combine, and the
+    later last_ts brings its value; a bucket not stored yet is inserted.
 
     Only valid for rows that were not stored before (inserted, not updated): a changed value
     needs `refresh`, which recomputes from the observations."""
-    if parts.grain not in GRAINS:
-        raise ValueError(parts.grain)
-    writer = _pg_write if connection.dialect.name == "postgresql" else _sqlite_write
-    for merge, rows in ((False, np.flatnonzero(new)), (True, np.flatnonzero(~new))):
-        # In chunks: the encoded rows of one chunk at a time are what the memory holds.
-        for at in range(0, len(rows), WRITE_CHUNK):
-            writer(connection, parts.take(rows[at : at + WRITE_CHUNK]), merge=merge)
+    for chunk in _chunks(parts):
+        if connection.dialect.name == "postgresql":
+            _pg_merge(connection, chunk)
+        else:
+            _sqlite_write(connection, chunk, merge=True)
+
+
+def _chunks(parts: Partials) -> Iterator[Partials]:
+    """WRITE_CHUNK rows at a time: the encoded rows of one chunk are what the memory holds."""
+    for at in range(0, len(parts), WRITE_CHUNK):
+        yield parts.take(slice(at, at + WRITE_CHUNK))
 
 
 _ROLLUP_COLUMNS = "grain, series_id, start, total, count, minimum, maximum, last_ts, last_value"
@@ -602,26 +605,23 @@ def _sqlite_write(connection: Connection, parts: Partials, *, merge: bool) -> No
     sqlite_insert_many(driver, insert, row + ")", columns, tail)
 
 
-def _pg_write(connection: Connection, parts: Partials, *, merge: bool) -> None:
-    """Binary COPY straight into `rollup`, or, to merge, into a temporary table first."""
+def _pg_merge(connection: Connection, parts: Partials) -> None:
+    """Binary COPY into a temporary table, then one upsert from it into `rollup`."""
     data = PG_HEADER + _pg_rows(parts).tobytes() + PG_TRAILER
     columns = _columns(parts.grain)
-    table = "kpi_partial" if merge else "rollup"
     driver = connection.connection.driver_connection
     with driver.cursor() as cursor:
-        if merge:
-            cursor.execute(
-                "CREATE TEMPORARY TABLE IF NOT EXISTS kpi_partial"
-                " (LIKE rollup INCLUDING DEFAULTS) ON COMMIT DROP"
-            )
-        with cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT binary)") as copy:
+        cursor.execute(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS kpi_partial"
+            " (LIKE rollup INCLUDING DEFAULTS) ON COMMIT DROP"
+        )
+        with cursor.copy(f"COPY kpi_partial ({columns}) FROM STDIN (FORMAT binary)") as copy:
             copy.write(data)
-        if merge:
-            cursor.execute(
-                f"INSERT INTO rollup ({columns}) SELECT {columns} FROM kpi_partial"
-                + _MERGE.format(least="least", greatest="greatest", modulus=CHECKSUM_MASK + 1)
-            )
-            cursor.execute("TRUNCATE kpi_partial")
+        cursor.execute(
+            f"INSERT INTO rollup ({columns}) SELECT {columns} FROM kpi_partial"
+            + _MERGE.format(least="least", greatest="greatest", modulus=CHECKSUM_MASK + 1)
+        )
+        cursor.execute("TRUNCATE kpi_partial")
 
 
 def _pg_rows(parts: Partials, *, null_checksum: bool = False) -> np.ndarray:
@@ -652,7 +652,8 @@ def insert_new(connection: Connection, parts: Sequence[Partials]) -> None:
     takes about half the time."""
     if connection.dialect.name != "postgresql":
         for part in parts:
-            write_partials(connection, part, np.ones(len(part), bool))
+            for chunk in _chunks(part):
+                _sqlite_write(connection, chunk, merge=False)
         return
     parts = sorted((p for p in parts if len(p)), key=lambda p: p.grain)
     if not parts:
@@ -687,7 +688,7 @@ def refresh(connection: Connection, touched: Iterable[tuple[int, date, date]] | 
         return 0
     connection.execute(CreateTable(_touched, if_not_exists=True))
     connection.execute(_touched.delete())
-    _fill_touched(connection, _touched_rows(ranges, GRAINS))
+    _fill_touched(connection, _touched_rows(ranges))
     dialect = connection.dialect.name
     if dialect == "postgresql":
         # Temporary tables are never auto-analysed; statistics tell the planner it is small.
