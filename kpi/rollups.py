@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
+from psycopg.copy import QueuedLibpqWriter
 from sqlalchemy import Column, Connection, Date, Integer, MetaData, Table, select, text
 from sqlalchemy.schema import CreateTable
 from sqlmodel.sql.sqltypes import UTCDateTime
@@ -658,25 +659,40 @@ def insert_new(connection: Connection, parts: Sequence[Partials]) -> None:
     parts = sorted((p for p in parts if len(p)), key=lambda p: p.grain)
     if not parts:
         return
-    rows = [_pg_rows(part, null_checksum=True) for part in parts]
     series = np.unique(np.concatenate([part.series_id for part in parts]))
     starts = [np.searchsorted(part.series_id, series) for part in parts]
     stops = [np.searchsorted(part.series_id, series, "right") for part in parts]
+    held = np.cumsum(sum(stop - start for start, stop in zip(starts, stops, strict=True)))
+    # held[k]: rows of series 0…k
     query = f"COPY rollup ({_columns('month')}) FROM STDIN (FORMAT binary)"
     driver = connection.connection.driver_connection
-    with driver.cursor() as cursor, cursor.copy(query) as copy:
+    # psycopg's writer thread sends a chunk while the next is encoded: the client's work
+    # overlaps the server's instead of taking turns with it.
+    with driver.cursor() as cursor, cursor.copy(query, writer=QueuedLibpqWriter(cursor)) as copy:
         copy.write(PG_HEADER)
-        # A series at a time, each grain's rows of it in turn (each part is sorted by series).
-        # The payload of about a chunk of rows at a time is what the memory holds.
-        pieces, held = [], 0
-        for k in range(len(series)):
-            for found, start, stop in zip(rows, starts, stops, strict=True):
-                pieces.append(found[start[k] : stop[k]].tobytes())
-                held += stop[k] - start[k]
-            if held >= WRITE_CHUNK or k == len(series) - 1:
-                copy.write(b"".join(pieces))
-                pieces, held = [], 0
+        low = 0
+        while low < len(series):  # the series of about a chunk of rows at a time
+            before = int(held[low - 1]) if low else 0
+            high = max(low + 1, int(np.searchsorted(held, before + WRITE_CHUNK, "right")))
+            copy.write(_interleaved(parts, starts, stops, low, high))
+            low = high
         copy.write(PG_TRAILER)
+
+
+def _interleaved(parts: Sequence[Partials], starts, stops, low: int, high: int) -> bytes:
+    """The binary COPY rows of series low…high-1 (indexes into starts and stops), a series at a
+    time and each grain's rows of it in turn: rollup's key order (each part is sorted by
+    series)."""
+    encoded = [
+        _pg_rows(part.take(slice(start[low], stop[high - 1])), null_checksum=True)
+        for part, start, stop in zip(parts, starts, stops, strict=True)
+    ]
+    pieces = []
+    for k in range(low, high):
+        for rows, start, stop in zip(encoded, starts, stops, strict=True):
+            base = start[low]
+            pieces.append(rows[start[k] - base : stop[k] - base].tobytes())
+    return b"".join(pieces)
 
 
 def refresh(connection: Connection, touched: Iterable[tuple[int, date, date]] | DayRanges) -> int:

@@ -26,9 +26,11 @@ def run(engine, path):
 
 
 def small_blocks(monkeypatch) -> None:
-    """A block per line or two, each written on its own: the rows span many writes."""
+    """A block per line or two, each written on its own, and rollups a few rows at a time:
+    the rows span many writes."""
     monkeypatch.setattr(importer, "BLOCK_BYTES", 40)
     monkeypatch.setattr(importer, "WRITE_ROWS", 1)
+    monkeypatch.setattr(rollups, "WRITE_CHUNK", 5)
 
 
 def key_ids(engine) -> dict[str, int] | None:
@@ -61,6 +63,15 @@ def assert_keys_hold(engine) -> None:
             with engine.begin() as connection:
                 connection.execute(text(statement), {"s": series_id})
                 connection.execute(text(statement), {"s": series_id})
+
+
+def rollup_keys_as_stored(engine) -> list[tuple] | None:
+    """PostgreSQL: rollup's keys in the order of its rows in the table."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT series_id, grain, start FROM rollup ORDER BY ctid"))
+        return [tuple(row) for row in rows]
 
 
 def counts(engine) -> tuple[int, int, int]:
@@ -108,6 +119,22 @@ def test_a_first_import_builds_the_keys_once_a_later_one_keeps_them(
     assert counts(catalog_engine)[:2] == (3, 26)
     assert consistent(catalog_engine) == []
     assert_keys_hold(catalog_engine)
+
+
+def test_rollups_go_in_the_key_order_a_few_series_at_a_time(catalog_engine, tmp_path, monkeypatch):
+    """Each of 7 series has a week and a month: chunks of 5 rows hold 2 series, so the rows of
+    a chunk must still go a series at a time, not a grain at a time."""
+    monkeypatch.setattr(rollups, "WRITE_CHUNK", 5)
+    branches = [f"Branch {i}" for i in range(7)]
+    lines = "".join(f"hires,2026-10-14,{i},{b}\n" for i, b in enumerate(branches))
+
+    run(catalog_engine, write(tmp_path, lines))
+
+    assert counts(catalog_engine) == (7, 7, 14)
+    assert consistent(catalog_engine) == []
+    stored = rollup_keys_as_stored(catalog_engine)
+    if stored is not None:
+        assert stored == sorted(stored)
 
 
 def test_a_first_import_rejected_late_stores_nothing_and_keeps_the_keys(

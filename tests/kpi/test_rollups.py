@@ -102,11 +102,13 @@ def discrepancies(engine, tz=BERLIN) -> list[str]:
 
 def small_blocks(monkeypatch, block_bytes: int) -> None:
     """With 40-byte blocks every line is a block of its own, each written on its own (days of
-    a new series merge across blocks) and pending weeks and months combined every time."""
+    a new series merge across blocks), pending weeks and months combined every time, and
+    rollups written a few rows at a time."""
     monkeypatch.setattr(importer, "BLOCK_BYTES", block_bytes)
     if block_bytes < 100:
         monkeypatch.setattr(importer, "WRITE_ROWS", 1)
         monkeypatch.setattr(importer, "PENDING_ROWS", 0)
+        monkeypatch.setattr(rollups, "WRITE_CHUNK", 2)
 
 
 @pytest.mark.parametrize("block_bytes", [40, 1 << 20])
