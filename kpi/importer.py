@@ -342,7 +342,22 @@ def _width_problem(line: int, found: int, width: int) -> tuple[int, str]:
 
 
 def _parse_plain(block: bytes, first_line: int, names: list[str]) -> _Frame:
-    """No quotes: find each line's field count with numpy, let Arrow's CSV reader do the rest."""
+    """No quotes: Arrow's CSV reader. A block it does not read as a row per line (a blank line,
+    a line of too few or too many fields, a lone carriage return) gets each line's field count
+    from numpy first."""
+    try:
+        columns = _read_csv(block, names, pa.float64())
+    except pa.ArrowInvalid:  # a line of another width, a blank one, or a value not a number
+        columns = None
+    lines = block.count(b"\n") + (not block.endswith(b"\n"))
+    if columns is not None and len(columns["value"]) == lines:
+        if np.isfinite(columns["value"]).all():
+            return _Frame(columns, first_line + np.arange(lines), [], 0)
+    return _parse_lines(block, first_line, names)
+
+
+def _parse_lines(block: bytes, first_line: int, names: list[str]) -> _Frame:
+    """Each line's field count with numpy; the lines of the right width through Arrow."""
     width = len(names)
     raw = np.frombuffer(block, np.uint8)
     ends = np.flatnonzero(raw == 10)
@@ -391,7 +406,8 @@ def _read_csv(block: bytes, names: list[str], value_type: pa.DataType) -> dict[s
     table = pacsv.read_csv(
         pa.py_buffer(block),
         read_options=pacsv.ReadOptions(column_names=names),
-        parse_options=pacsv.ParseOptions(quote_char=False),
+        # A blank line is an error, not a line skipped: rows and lines stay one to one.
+        parse_options=pacsv.ParseOptions(quote_char=False, ignore_empty_lines=False),
         convert_options=pacsv.ConvertOptions(
             column_types={**dict.fromkeys(names, _TEXT), "value": value_type},
             null_values=[],  # an empty value is not a number, as a missing one

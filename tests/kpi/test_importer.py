@@ -608,3 +608,42 @@ def test_rollups_stay_exact_through_any_sequence_of_writes(catalog_engine, tmp_p
     summary = importer.load_records(catalog_engine, records, tz=BERLIN)
     assert (summary.inserted, summary.updated) == (2, 1)
     assert consistent(catalog_engine) == []
+
+
+def _frame_as_rows(frame) -> tuple:
+    """A parsed block as plain values: line numbers, each column's values, the problems."""
+    columns = {}
+    for name, column in frame.columns.items():
+        if isinstance(column, importer._Coded):
+            columns[name] = [column.uniques[c] for c in column.codes]
+        else:
+            columns[name] = [str(v) for v in column]
+    return frame.lines.tolist(), columns, frame.problems, frame.bad_lines
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"hires,2026-10-05,2,Berlin\nhires,2026-10-06,3,Madrid\n",
+        b"hires,2026-10-05,2,Berlin\r\nhires,2026-10-06,3,Madrid\r\n",
+        b"hires,2026-10-05,2,Berlin\nhires,2026-10-06,3,Madrid",  # no newline at the end
+        b"hires,2026-10-05,2,Berlin\n\nhires,2026-10-06,3,Madrid\n",  # a blank line
+        b"hires,2026-10-05,2,Berlin\r\n\r\nhires,2026-10-06,3,Madrid\r\n",
+        b"\nhires,2026-10-05,2,Berlin\n",
+        b"hires,2026-10-05,2,Berlin\n\r",
+        b"hires,2026-10-05,2,Berlin\rhires,2026-10-06,3,Madrid\n",  # a lone carriage return
+        # As many rows as lines, but not a row per line: the carriage return splits one line
+        # and the blank line gives none.
+        b"hires,2026-10-05,2,Berlin\rhires,2026-10-06,3,Madrid\n\nhires,2026-10-07,4,London\n",
+        b"hires,2026-10-05,2,Berlin,extra\nhires,2026-10-06,3,Madrid\n",
+        b"hires,2026-10-05,2\nhires,2026-10-06,3,Madrid\n",
+        b"hires,2026-10-05,NaN,Berlin\nhires,2026-10-06,lots,Madrid\n",
+        b"hires,2026-10-05, 2 ,Berlin\nhires,2026-10-06,,Madrid\n",
+    ],
+)
+def test_a_plain_block_reads_as_the_line_by_line_parse_reads_it(block):
+    """Arrow alone reads a block whose lines are each a row; anything else goes line by line.
+    Either way, the same lines, values and problems."""
+    names = ["measure", "date", "value", "branch"]
+    fast = _frame_as_rows(importer._parse_plain(block, 7, names))
+    assert fast == _frame_as_rows(importer._parse_lines(block, 7, names))

@@ -421,6 +421,23 @@ def test_vectorised_bucket_starts_agree_with_the_calendar():
     ]
 
 
+def test_month_starts_of_many_rows_over_a_few_days_agree_with_the_calendar():
+    """Over 4,096 rows spanning few days, months are looked up per day: around a year's end."""
+    days = [date(2025, 12, 15) + timedelta(days=n) for n in range(60)]
+    numbers = np.repeat(np.array([(d - date(1970, 1, 1)).days for d in days]), 100)[::-1]
+    on = lambda n: date(1970, 1, 1) + timedelta(days=int(n))  # noqa: E731
+    expected = [rollups.month_start(on(n)) for n in numbers]
+    after = [(m.replace(day=28) + timedelta(days=4)).replace(day=1) for m in expected]
+    for found, wanted in (
+        (rollups._month_starts(numbers), expected),
+        (rollups._month_starts(numbers, 1), after),
+    ):
+        wrong = [
+            (on(n), on(f), w) for n, f, w in zip(numbers, found, wanted, strict=True) if on(f) != w
+        ]
+        assert wrong[:3] == []  # (day, found, expected): a short list to read, not 6,000 rows
+
+
 @pytest.mark.parametrize(
     ("touched", "merged"),
     [
