@@ -34,6 +34,7 @@ therefore need memory for one block plus two numbers per series. (Shuffled files
 """
 
 import csv
+import gc
 import io
 import json
 import math
@@ -141,7 +142,7 @@ def import_csv(
         handle = path.open("rb")
     except OSError as error:
         raise UnreadableFile(f"cannot read {path}: {error.strerror or error}") from None
-    with handle:
+    with handle, _old_objects_left_alone():
         try:
             names, body_at = _read_header(handle)
             size = path.stat().st_size
@@ -180,6 +181,19 @@ def import_csv(
                         loader.add(batch, unchanged)
             loader.finish(batches)
     return loader.summary(clock.perf_counter() - started)
+
+
+@contextmanager
+def _old_objects_left_alone() -> Iterator[None]:
+    """Python's cyclic garbage collector leaves every object made before the import alone
+    while it runs: the first blocks make many small objects, which triggered a full collection
+    over the whole process (its libraries, the catalog): 0.14 s of a 1M-row import's 3 s.
+    Objects the import makes are collected as usual."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def load_records(
@@ -266,8 +280,12 @@ def _blocks(handle) -> Iterator[tuple[int, bytes]]:
     """(number of its first line, bytes) for blocks of whole records after the header line."""
     line = 2
     rest = b""
+    # The first blocks are small and grow to BLOCK_BYTES: the database starts storing rows
+    # while the rest of the first megabytes is still being parsed.
+    size = max(1, BLOCK_BYTES // 16)
     while True:
-        data = handle.read(BLOCK_BYTES)
+        data = handle.read(size)
+        size = min(2 * size, BLOCK_BYTES)
         buffer = rest + data if rest else data
         if not data:
             if buffer:

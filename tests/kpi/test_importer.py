@@ -647,3 +647,29 @@ def test_a_plain_block_reads_as_the_line_by_line_parse_reads_it(block):
     names = ["measure", "date", "value", "branch"]
     fast = _frame_as_rows(importer._parse_plain(block, 7, names))
     assert fast == _frame_as_rows(importer._parse_lines(block, 7, names))
+
+
+def test_an_import_keeps_the_collector_off_older_objects_and_gives_them_back(
+    catalog_engine, tmp_path, monkeypatch
+):
+    """While a file is read, objects made before it are frozen (no full collection walks the
+    whole process); afterwards, even after a rejected file, they are collectable again."""
+    import gc
+
+    frozen = []
+    prepare = importer._prepare_frame
+
+    def noting(*args):
+        frozen.append(gc.get_freeze_count())
+        return prepare(*args)
+
+    monkeypatch.setattr(importer, "_prepare_frame", noting)
+    gc.unfreeze()
+    header = "measure,date,value,branch\n"
+    run(catalog_engine, write(tmp_path, header + "hires,2026-10-05,2,Berlin\n"))
+    assert frozen and all(count > 0 for count in frozen)
+    assert gc.get_freeze_count() == 0
+
+    with pytest.raises(ImportRejected):
+        run(catalog_engine, write(tmp_path, header + "hires,soon,2,Berlin\n", "bad.csv"))
+    assert gc.get_freeze_count() == 0
