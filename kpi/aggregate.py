@@ -259,6 +259,37 @@ def _per_series_sql(over_time: str, rows: str) -> str:
     return f"SELECT series_id, slice, v FROM ({ranked}) ranked WHERE n = 1"
 
 
+def first_days(
+    session: Session, measures: Sequence[str], scope: Scope = NO_SCOPE
+) -> dict[str | None, dict[str, date]]:
+    """{group: {measure: the local day of its earliest observation}} over the series in scope:
+    one seek of the primary key (series_id, ts) per series."""
+    if not measures:
+        return {}
+    params: dict[str, object] = {"names": list(measures)}
+    filters = _filter_sql(scope.filters, params)
+    group_join, group_col = "", "NULL"
+    if scope.by:
+        params["by"] = scope.by
+        group_join = "JOIN seriesdim g ON g.series_id = s.id AND g.dim = :by"
+        group_col = "g.value"
+    first = "SELECT o.day FROM observation o WHERE o.series_id = s.id ORDER BY o.ts LIMIT 1"
+    sql = (
+        f"SELECT x.measure, x.grp, MIN(x.first) FROM (SELECT s.measure, {group_col} AS grp, "
+        f"({first}) AS first FROM series s {group_join} WHERE s.measure IN :names {filters}) x "
+        "WHERE x.first IS NOT NULL GROUP BY x.measure, x.grp"
+    )
+    statement = text(sql).bindparams(_expanding("names"))
+    found: dict[str | None, dict[str, date]] = {}
+    for measure, group, day in session.connection().execute(statement, params):
+        found.setdefault(group, {})[measure] = _as_date(day)
+    return found
+
+
+def _as_date(day: object) -> date:
+    return day if isinstance(day, date) else date.fromisoformat(str(day))
+
+
 def dimension_values(session: Session) -> dict[str, list[str]]:
     rows = session.connection().execute(
         text("SELECT DISTINCT dim, value FROM seriesdim ORDER BY dim, value")

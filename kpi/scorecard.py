@@ -9,7 +9,7 @@ from sqlmodel import Session
 
 from kpi.formatting import STATUS_WORDS, fmt
 from kpi.periods import Period, current_period, period_of
-from kpi.values import KpiDef, change_of, status_of, values
+from kpi.values import KpiDef, change_of, comparable, data_starts, status_of, values
 from kpi.views import change_text, status_view, target_line, unit_of
 
 SPARK_PERIODS = 8
@@ -46,7 +46,11 @@ def card(session: Session, kpi: KpiDef, as_of: datetime, tz: ZoneInfo) -> Card:
     for _ in range(SPARK_PERIODS - 1):
         periods.insert(0, periods[0].previous())
     found = values(session, kpi, periods)
-    spark = [found[(i, None)].value if (i, None) in found else None for i in range(len(periods))]
+    starts = data_starts(session, kpi).get(None)
+    spark = [
+        comparable(found[(i, None)], p, starts).value if (i, None) in found else None
+        for i, p in enumerate(periods)
+    ]
     now, before = spark[-1], spark[-2]
     target = kpi.target_for()
     better = kpi.kpi.better

@@ -2,15 +2,17 @@
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 
 from sqlmodel import Session, select
 
-from kpi.aggregate import NO_SCOPE, Scope, buckets_for, measure_values
+from kpi.aggregate import NO_SCOPE, Scope, buckets_for, first_days, measure_values
 from kpi.formulas import Formula, parse_formula
 from kpi.models import Kpi, Measure, Target
 from kpi.periods import Period
 
 STATUSES = ("on_target", "at_risk", "off_target", "no_data")
+LATE_SHARE = 10  # data may start up to a tenth of a previous period late, for a change
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class Value:
     inputs: dict[str, float | None]
     days: int
     reason: str | None = None  # why there is no value
+    starts: date | None = None  # the day data starts, when that is inside the period
 
 
 def status_of(value: float | None, target: Target | None, better: str) -> str:
@@ -146,13 +149,18 @@ def evaluate(
     """The KPI for the period and the one before, per group when `scope.by` is set."""
     found = values(session, kpi, [period, previous], scope)
     groups = sorted({g for (_, g) in found}, key=lambda g: (g is None, g or ""))
+    starts = data_starts(session, kpi, scope)
     better = kpi.kpi.better
     result = []
     for group in groups:
         filters = scope.filters + ((scope.by, group),) if scope.by else scope.filters
         target = kpi.target_for(filters)
         now = found[(0, group)]
-        before = found.get((1, group), Value(None, {}, previous.days, "no data"))
+        before = comparable(
+            found.get((1, group), Value(None, {}, previous.days, "no data")),
+            previous,
+            starts.get(group),
+        )
         result.append(
             Evaluated(
                 kpi=kpi,
@@ -165,3 +173,25 @@ def evaluate(
             )
         )
     return result
+
+
+def data_starts(session: Session, kpi: KpiDef, scope: Scope = NO_SCOPE) -> dict[str | None, date]:
+    """{group: the day from which every measure of the KPI that adds up over time has data}.
+    A balance (`last`) needs no history: its value at a period's end is whole."""
+    summed = [m.name for m in kpi.measures.values() if m.over_time != "last"]
+    return {
+        group: max(days.values())
+        for group, days in first_days(session, summed, scope).items()
+        if len(days) == len(summed)
+    }
+
+
+def comparable(before: Value, period: Period, starts: date | None) -> Value:
+    """A previous period's value, or none when its data starts too late into it to compare
+    with: a year-to-date against a year that holds two months of data is no comparison. Data
+    from the period's first tenth on is enough (a month's first sale on its 3rd is fine)."""
+    if before.value is None or starts is None:
+        return before
+    if (starts - period.start).days <= period.days // LATE_SHARE:
+        return before
+    return Value(None, before.inputs, before.days, reason=f"data starts {starts}", starts=starts)

@@ -44,6 +44,9 @@ def target_line(target: Target | None, kpi: KpiDef) -> str | None:
 def change_line(item: Evaluated, previous_label: str) -> str | None:
     change = item.change
     if change is None:
+        starts = item.previous.starts
+        if starts is not None:
+            return f"▶ no comparison with {previous_label}: its data starts {fmt_day(starts)}"
         return None
     unit = unit_of(item.kpi)
     if rounds_to_zero(change.delta, unit):

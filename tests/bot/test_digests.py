@@ -22,6 +22,8 @@ RECORDS = [
     ("complaints", date(2026, 11, 3), 4, {"branch": "Berlin"}),
     ("complaints", date(2026, 11, 4), 3, {"branch": "Madrid"}),  # week 45: 7 → at risk (5 / 8)
     ("complaints", date(2026, 10, 28), 2, {"branch": "Berlin"}),  # week 44: 2 → on target
+    # Week 43: the data starts before week 44, so week 44 is a whole week to compare with.
+    ("complaints", date(2026, 10, 21), 1, {"branch": "Berlin"}),
     ("satisfaction_score", date(2026, 8, 10), 4.2, {"branch": "Berlin"}),
 ]
 

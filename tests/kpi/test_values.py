@@ -5,12 +5,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from kpi.aggregate import NO_SCOPE, Scope
+from kpi import scorecard
+from kpi.aggregate import NO_SCOPE, Scope, first_days
 from kpi.db import session_scope
 from kpi.importer import load_records
 from kpi.periods import Period, period_of
 from kpi.service import KpiService, Viewer
-from kpi.values import change_of, evaluate, load_catalog, status_of, values
+from kpi.values import change_of, data_starts, evaluate, load_catalog, status_of, values
+from kpi.views import change_line
 
 UTC_ZONE = ZoneInfo("UTC")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -264,3 +266,105 @@ def test_a_kpi_is_as_fresh_as_its_stalest_input_per_branch_and_overall(store):
     # 30 October.
     assert day(by_branch) == {"Berlin": date(2026, 10, 20), "Madrid": date(2026, 10, 10)}
     assert never == {}
+
+
+def test_first_days_are_each_measures_earliest_day_per_branch_and_overall(store):
+    with session_scope(store) as session:
+        names = ["credit_sales", "satisfaction_score", "ar_balance"]
+        overall = first_days(session, names)
+        by_branch = first_days(session, names, Scope(by="branch"))
+        madrid = first_days(session, names, Scope(filters=(("branch", "Madrid"),)))
+    assert overall == {
+        None: {
+            "credit_sales": date(2026, 9, 3),
+            "satisfaction_score": date(2026, 7, 10),
+            "ar_balance": date(2026, 9, 30),
+        }
+    }
+    assert by_branch["Berlin"]["satisfaction_score"] == date(2026, 7, 10)
+    assert by_branch["Madrid"]["satisfaction_score"] == date(2026, 9, 10)
+    assert madrid == {
+        None: {
+            "credit_sales": date(2026, 9, 3),
+            "satisfaction_score": date(2026, 9, 10),
+            "ar_balance": date(2026, 9, 30),
+        }
+    }
+
+
+def test_a_balance_does_not_decide_where_a_kpis_data_starts(store):
+    """DSO's balance (ar_balance, `last`) starts on 30 Sep: a month-end balance is whole. Its
+    sales start on 3 Sep, and they decide."""
+    with session_scope(store) as session:
+        kpi = load_catalog(session).kpis["dso"]
+        assert data_starts(session, kpi) == {None: date(2026, 9, 3)}
+
+
+def late_start(first_sale: date) -> list:
+    """Berlin's DSO for October, against a September whose sales start on `first_sale`."""
+    return [
+        ("ar_balance", date(2026, 10, 31), 300_000, {"branch": "Berlin"}),
+        ("credit_sales", date(2026, 10, 5), 150_000, {"branch": "Berlin"}),
+        ("ar_balance", date(2026, 9, 30), 200_000, {"branch": "Berlin"}),
+        ("credit_sales", first_sale, 200_000, {"branch": "Berlin"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("first_sale", "compared"),
+    # September has 30 days: data may start 3 days (a tenth) late, on the 4th, not the 5th.
+    [(date(2026, 9, 1), True), (date(2026, 9, 4), True), (date(2026, 9, 5), False)],
+)
+def test_a_change_needs_data_from_the_first_tenth_of_the_previous_period(
+    catalog_engine, first_sale, compared
+):
+    load_records(catalog_engine, late_start(first_sale), tz=UTC_ZONE)
+    with session_scope(catalog_engine) as session:
+        kpi = load_catalog(session).kpis["dso"]
+        [item] = evaluate(session, kpi, OCTOBER, SEPTEMBER)
+    assert item.value.value == pytest.approx(300_000 / 150_000 * 31)  # 62 days either way
+    if compared:
+        # 200,000 / 200,000 × 30 = 30 days; 62 − 30 = +32, worse.
+        assert item.change.delta == pytest.approx(32.0) and item.change.better is False
+        assert change_line(item, "September 2026").startswith("▲ +32.0 days")
+    else:
+        assert item.change is None and item.previous.value is None
+        assert item.previous.starts == first_sale
+        assert change_line(item, "September 2026") == (
+            "▶ no comparison with September 2026: its data starts 5 Sep 2026"
+        )
+
+
+def test_each_branch_is_compared_only_where_its_own_data_covers_the_month(catalog_engine):
+    records = late_start(date(2026, 9, 1)) + [
+        (measure, day, value, {"branch": "Madrid"})
+        for measure, day, value, _ in late_start(date(2026, 9, 20))
+    ]
+    load_records(catalog_engine, records, tz=UTC_ZONE)
+    with session_scope(catalog_engine) as session:
+        kpi = load_catalog(session).kpis["dso"]
+        found = {i.group: i for i in evaluate(session, kpi, OCTOBER, SEPTEMBER, Scope(by="branch"))}
+        [overall] = evaluate(session, kpi, OCTOBER, SEPTEMBER)
+    assert found["Berlin"].change.delta == pytest.approx(32.0)
+    assert found["Madrid"].change is None and found["Madrid"].previous.starts == date(2026, 9, 20)
+    # Together, September's sales start on the 1st (Berlin's): a branch that opened later is
+    # part of the whole. (300k + 300k) / (150k + 150k) × 31 = 62 against 400k / 400k × 30 = 30.
+    assert overall.change.delta == pytest.approx(32.0)
+
+
+@pytest.mark.parametrize(
+    ("first_sale", "compared"), [(date(2026, 9, 1), True), (date(2026, 9, 20), False)]
+)
+def test_a_scorecard_line_does_not_compare_with_a_month_of_partial_data(
+    catalog_engine, first_sale, compared
+):
+    load_records(catalog_engine, late_start(first_sale), tz=UTC_ZONE)
+    with session_scope(catalog_engine) as session:
+        kpi = load_catalog(session).kpis["dso"]
+        card = scorecard.card(session, kpi, datetime(2026, 11, 2, 9, tzinfo=UTC), UTC_ZONE)
+    assert card.period == OCTOBER
+    assert card.line["change"] == ("▲ +32.0 days" if compared else "")
+    assert card.spark[-2] == (pytest.approx(30.0) if compared else None)
+    assert card.previous_status == ("on_target" if compared else "no_data")
+    assert card.status == "off_target"  # 62 days against 45, above 55
+    assert card.changed is compared  # a month without a comparison has no change of status
