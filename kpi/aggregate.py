@@ -277,12 +277,13 @@ def first_days(
     sql = (
         f"SELECT x.measure, x.grp, MIN(x.first) FROM (SELECT s.measure, {group_col} AS grp, "
         f"({first}) AS first FROM series s {group_join} WHERE s.measure IN :names {filters}) x "
-        "WHERE x.first IS NOT NULL GROUP BY x.measure, x.grp"
+        "GROUP BY x.measure, x.grp"  # (a WHERE on x.first would run each seek twice)
     )
     statement = text(sql).bindparams(_expanding("names"))
     found: dict[str | None, dict[str, date]] = {}
     for measure, group, day in session.connection().execute(statement, params):
-        found.setdefault(group, {})[measure] = _as_date(day)
+        if day is not None:  # series without observations
+            found.setdefault(group, {})[measure] = _as_date(day)
     return found
 
 

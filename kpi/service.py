@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from kpi import catalog, digests, incidents, query, store
-from kpi.aggregate import Scope, dimension_values
+from kpi.aggregate import NO_SCOPE, Scope, dimension_values
 from kpi.db import reading, session_scope
 from kpi.errors import KpibotError, PermissionDenied
 from kpi.formatting import fmt, fmt_day, fmt_input
@@ -24,7 +24,7 @@ from kpi.memo import Memo
 from kpi.models import Alert, Kpi
 from kpi.periods import Period, current_period, default_range, local_today
 from kpi.scorecard import card, digest_week, scorecard_view, selected
-from kpi.values import Catalog, Evaluated, KpiDef, evaluate, load_catalog, values
+from kpi.values import Catalog, Evaluated, KpiDef, data_starts, evaluate, load_catalog, values
 from kpi.views import (
     Line,
     change_line,
@@ -114,6 +114,7 @@ class KpiService:
         # Replies to questions, keyed by store generation: an import or a catalog change
         # retires them without a clear that a reply computed meanwhile could outrun.
         self._answers = Memo(CACHE_SIZE)
+        self._starts = Memo(CACHE_SIZE)  # data_starts per (generation, KPI, scope)
 
     # -- what the store holds now -------------------------------------------------------------
 
@@ -258,12 +259,23 @@ class KpiService:
             self._answers.put(key, reply)
         return reply
 
+    def _data_starts(self, session, snap: Snapshot, kpi: KpiDef, scope: Scope) -> dict:
+        """Where the KPI's data starts changes only with the data: kept per generation, as a new
+        question on a KPI (another period, say) need not look again."""
+        key = (snap.generation, kpi.key, scope)
+        starts = self._starts.get(key)
+        if starts is None:
+            starts = data_starts(session, kpi, scope)
+            self._starts.put(key, starts)
+        return starts
+
     def _ask(self, session, snap: Snapshot, request, as_of: datetime) -> Reply:
         kpi = snap.catalog.kpis[request.kpi]
         period = request.period or current_period(kpi.kpi.cadence, as_of, self.tz)
         scope = Scope(filters=tuple(sorted(dict(request.filters).items())), by=request.by)
         previous = period.previous()
-        found = evaluate(session, kpi, period, previous, scope)
+        starts = self._data_starts(session, snap, kpi, scope)
+        found = evaluate(session, kpi, period, previous, scope, starts)
         labels = _measure_labels(snap)
         if request.by:
             return Reply(
@@ -372,7 +384,8 @@ class KpiService:
         areas: dict[str, list[dict]] = {}
         for kpi in kpis:
             period = current_period(kpi.kpi.cadence, as_of, self.tz)
-            found = evaluate(session, kpi, period, period.previous())
+            starts = self._data_starts(session, snap, kpi, NO_SCOPE)
+            found = evaluate(session, kpi, period, period.previous(), NO_SCOPE, starts)
             item = found[0] if found else None
             status = item.status if item else "no_data"
             areas.setdefault(kpi.kpi.area, []).append(

@@ -144,12 +144,19 @@ class Evaluated:
 
 
 def evaluate(
-    session: Session, kpi: KpiDef, period: Period, previous: Period, scope: Scope = NO_SCOPE
+    session: Session,
+    kpi: KpiDef,
+    period: Period,
+    previous: Period,
+    scope: Scope = NO_SCOPE,
+    starts: dict[str | None, date] | None = None,
 ) -> list[Evaluated]:
-    """The KPI for the period and the one before, per group when `scope.by` is set."""
+    """The KPI for the period and the one before, per group when `scope.by` is set. `starts`
+    is data_starts(session, kpi, scope), when the caller keeps it."""
     found = values(session, kpi, [period, previous], scope)
     groups = sorted({g for (_, g) in found}, key=lambda g: (g is None, g or ""))
-    starts = data_starts(session, kpi, scope)
+    if starts is None:
+        starts = data_starts(session, kpi, scope)
     better = kpi.kpi.better
     result = []
     for group in groups:

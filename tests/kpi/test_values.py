@@ -368,3 +368,21 @@ def test_a_scorecard_line_does_not_compare_with_a_month_of_partial_data(
     assert card.previous_status == ("on_target" if compared else "no_data")
     assert card.status == "off_target"  # 62 days against 45, above 55
     assert card.changed is compared  # a month without a comparison has no change of status
+
+
+def test_where_data_starts_is_kept_per_generation_and_looked_up_again_after_an_import(
+    catalog_engine,
+):
+    load_records(catalog_engine, late_start(date(2026, 9, 20)), tz=UTC_ZONE)
+    service = KpiService(catalog_engine, tz=UTC_ZONE, clock=lambda: 0.0)
+    as_of = datetime(2026, 11, 10, 9, tzinfo=UTC)
+    viewer = Viewer(sees_all=True)
+
+    def change(question: str) -> str:
+        return service.ask(question, viewer=viewer, as_of=as_of).values["a"]["change"]
+
+    assert change("dso") == "▶ no comparison with September 2026: its data starts 20 Sep 2026"
+    assert change("dso 2026-10") == change("dso")  # another question, the kept start
+    # Sales of August arrive: September is whole now. 62 − (200k / 200k × 30 = 30) = +32.
+    service.ask("record credit_sales 1000 2026-08-14 branch=Berlin", viewer=viewer, as_of=as_of)
+    assert change("dso").startswith("▲ +32.0 days")
