@@ -47,10 +47,11 @@ def card(session: Session, kpi: KpiDef, as_of: datetime, tz: ZoneInfo) -> Card:
         periods.insert(0, periods[0].previous())
     found = values(session, kpi, periods)
     starts = data_starts(session, kpi).get(None)
-    spark = [
-        comparable(found[(i, None)], p, starts).value if (i, None) in found else None
-        for i, p in enumerate(periods)
-    ]
+    spark = [found[(i, None)].value if (i, None) in found else None for i in range(len(periods))]
+    # The periods before the latest are compared with it: none whose data starts too late.
+    for i, p in enumerate(periods[:-1]):
+        if (i, None) in found:
+            spark[i] = comparable(found[(i, None)], p, starts).value
     now, before = spark[-1], spark[-2]
     target = kpi.target_for()
     better = kpi.kpi.better

@@ -386,3 +386,14 @@ def test_where_data_starts_is_kept_per_generation_and_looked_up_again_after_an_i
     # Sales of August arrive: September is whole now. 62 − (200k / 200k × 30 = 30) = +32.
     service.ask("record credit_sales 1000 2026-08-14 branch=Berlin", viewer=viewer, as_of=as_of)
     assert change("dso").startswith("▲ +32.0 days")
+
+
+def test_a_scorecard_keeps_the_value_of_a_latest_period_its_data_starts_in(catalog_engine):
+    """Only periods compared with are judged by where the data starts: October's value stays
+    though its sales start on the 5th, more than a tenth into it."""
+    load_records(catalog_engine, late_start(date(2026, 9, 20))[:2], tz=UTC_ZONE)  # October
+    with session_scope(catalog_engine) as session:
+        kpi = load_catalog(session).kpis["dso"]
+        card = scorecard.card(session, kpi, datetime(2026, 11, 2, 9, tzinfo=UTC), UTC_ZONE)
+    assert card.spark[-1] == pytest.approx(62.0) and card.spark[-2] is None
+    assert card.line["value"] == "62.0 days" and card.line["change"] == ""
