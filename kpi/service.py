@@ -24,7 +24,16 @@ from kpi.memo import Memo
 from kpi.models import Alert, Kpi
 from kpi.periods import Period, current_period, default_range, local_today
 from kpi.scorecard import card, digest_week, scorecard_view, selected
-from kpi.values import Catalog, Evaluated, KpiDef, data_starts, evaluate, load_catalog, values
+from kpi.values import (
+    Catalog,
+    Evaluated,
+    KpiDef,
+    comparable,
+    data_starts,
+    evaluate,
+    load_catalog,
+    values,
+)
 from kpi.views import (
     Line,
     change_line,
@@ -343,9 +352,17 @@ class KpiService:
         )
         found = values(session, kpi, periods)
         unit = unit_of(kpi)
+        starts = self._data_starts(session, snap, kpi, NO_SCOPE).get(None)
+        left_out = False
         points = []
         for i, period in enumerate(periods):
             value = found.get((i, None))
+            if value is not None and i < len(periods) - 1:
+                # The period the data starts in, if late into it: half a month of sales would
+                # plot as a spike of DSO at the start of the line.
+                judged = comparable(value, period, starts)
+                left_out |= judged.value is None and value.value is not None
+                value = judged
             number = value.value if value else None
             points.append(
                 {
@@ -365,6 +382,7 @@ class KpiService:
             "high": fmt(max(p["value"] for p in known), unit) if known else "—",
             "points": len(known),
             "buckets": len(points),
+            "starts": fmt_day(starts) if left_out else None,
         }
         chart = {
             "title": f"{kpi.kpi.name} · {periods[0].key} – {periods[-1].key}",

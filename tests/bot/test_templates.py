@@ -72,9 +72,24 @@ CASES = {
                 "high": "50.1 days",
                 "points": 12,
                 "buckets": 12,
+                "starts": None,
             }
         },  # fmt: skip
     ),
+    "trend with a late start": (
+        "trend.json.j2",
+        {
+            "a": answer()
+            | {
+                "latest": "42.3 days",
+                "low": "40.0 days",
+                "high": "50.1 days",
+                "points": 11,
+                "buckets": 12,
+                "starts": "20 Sep 2026",
+            }
+        },
+    ),  # fmt: skip
     "list": ("list.json.j2", {"areas": list_areas(3)}),
     "list worst case": ("list.json.j2", {"areas": list_areas(40, HOSTILE)}),
     "help": ("help.json.j2", {"areas": ["Finance", "HR", "IT", "Back office"]}),

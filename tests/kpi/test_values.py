@@ -397,3 +397,23 @@ def test_a_scorecard_keeps_the_value_of_a_latest_period_its_data_starts_in(catal
         card = scorecard.card(session, kpi, datetime(2026, 11, 2, 9, tzinfo=UTC), UTC_ZONE)
     assert card.spark[-1] == pytest.approx(62.0) and card.spark[-2] is None
     assert card.line["value"] == "62.0 days" and card.line["change"] == ""
+
+
+@pytest.mark.parametrize(
+    ("first_sale", "points", "low", "starts"),
+    [(date(2026, 9, 1), 2, "30.0 days", None), (date(2026, 9, 20), 1, "62.0 days", "20 Sep 2026")],
+)
+def test_a_trend_leaves_out_the_period_its_data_starts_late_in(
+    catalog_engine, first_sale, points, low, starts
+):
+    """August has no data, October is whole; September is a point only when its sales start
+    in its first tenth (30 days from 200k of sales and 200k owed), not on the 20th."""
+    load_records(catalog_engine, late_start(first_sale), tz=UTC_ZONE)
+    service = KpiService(catalog_engine, tz=UTC_ZONE)
+    as_of = datetime(2026, 11, 10, 9, tzinfo=UTC)
+    reply = service.ask("trend dso 3m", viewer=Viewer(sees_all=True), as_of=as_of)
+    view = reply.values["a"]
+    assert (view["points"], view["buckets"]) == (points, 3)
+    assert (view["latest"], view["low"], view["high"]) == ("62.0 days", low, "62.0 days")
+    assert view["starts"] == starts
+    assert [p["value"] for p in reply.trend][0] is None  # August
