@@ -50,6 +50,18 @@ def list_areas(kpis: int, name: str = "Days Sales Outstanding"):
     return [{"name": f"Area {a}", "kpis": [kpi] * kpis} for a in range(30)]
 
 
+def trend_view(points: int, starts: str | None) -> dict:
+    """A trend of 12 periods, `points` of them with data; `starts` when one was left out."""
+    return answer() | {
+        "latest": "42.3 days",
+        "low": "40.0 days",
+        "high": "50.1 days",
+        "points": points,
+        "buckets": 12,
+        "starts": starts,
+    }
+
+
 CASES = {
     "answer": ("answer.json.j2", {"a": answer()}),
     "answer no data": (
@@ -62,34 +74,11 @@ CASES = {
     "breakdown 60 values": ("breakdown.json.j2", {"a": breakdown(60)}),
     "breakdown 400 long values": ("breakdown.json.j2", {"a": breakdown(400, HOSTILE)}),
     "breakdown empty": ("breakdown.json.j2", {"a": breakdown(0)}),
-    "trend": (
-        "trend.json.j2",
-        {
-            "a": answer()
-            | {
-                "latest": "42.3 days",
-                "low": "40.0 days",
-                "high": "50.1 days",
-                "points": 12,
-                "buckets": 12,
-                "starts": None,
-            }
-        },  # fmt: skip
-    ),
+    "trend": ("trend.json.j2", {"a": trend_view(points=12, starts=None)}),
     "trend with a late start": (
         "trend.json.j2",
-        {
-            "a": answer()
-            | {
-                "latest": "42.3 days",
-                "low": "40.0 days",
-                "high": "50.1 days",
-                "points": 11,
-                "buckets": 12,
-                "starts": "20 Sep 2026",
-            }
-        },
-    ),  # fmt: skip
+        {"a": trend_view(points=11, starts="20 Sep 2026")},
+    ),
     "list": ("list.json.j2", {"areas": list_areas(3)}),
     "list worst case": ("list.json.j2", {"areas": list_areas(40, HOSTILE)}),
     "help": ("help.json.j2", {"areas": ["Finance", "HR", "IT", "Back office"]}),
