@@ -7,9 +7,10 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session
 
+from kpi.aggregate import NO_SCOPE
 from kpi.formatting import STATUS_WORDS, fmt
 from kpi.periods import Period, current_period, period_of
-from kpi.values import KpiDef, change_of, comparable, data_starts, status_of, values
+from kpi.values import KpiDef, change_of, data_starts, status_of, values
 from kpi.views import change_text, status_view, target_line, unit_of
 
 SPARK_PERIODS = 8
@@ -45,13 +46,8 @@ def card(session: Session, kpi: KpiDef, as_of: datetime, tz: ZoneInfo) -> Card:
     periods = [period]
     for _ in range(SPARK_PERIODS - 1):
         periods.insert(0, periods[0].previous())
-    found = values(session, kpi, periods)
-    starts = data_starts(session, kpi).get(None)
+    found = values(session, kpi, periods, NO_SCOPE, data_starts(session, kpi))
     spark = [found[(i, None)].value if (i, None) in found else None for i in range(len(periods))]
-    # The periods before the latest are compared with it: none whose data starts too late.
-    for i, p in enumerate(periods[:-1]):
-        if (i, None) in found:
-            spark[i] = comparable(found[(i, None)], p, starts).value
     now, before = spark[-1], spark[-2]
     target = kpi.target_for()
     better = kpi.kpi.better

@@ -28,7 +28,6 @@ from kpi.values import (
     Catalog,
     Evaluated,
     KpiDef,
-    comparable,
     data_starts,
     evaluate,
     load_catalog,
@@ -268,7 +267,7 @@ class KpiService:
             self._answers.put(key, reply)
         return reply
 
-    def _data_starts(self, session, snap: Snapshot, kpi: KpiDef, scope: Scope) -> dict:
+    def _data_starts(self, session, snap: Snapshot, kpi: KpiDef, scope: Scope = NO_SCOPE) -> dict:
         """Where the KPI's data starts changes only with the data: kept per generation, as a new
         question on a KPI (another period, say) need not look again."""
         key = (snap.generation, kpi.key, scope)
@@ -350,19 +349,14 @@ class KpiService:
         periods: list[Period] = list(request.periods) or default_range(
             kpi.kpi.cadence, as_of, self.tz
         )
-        found = values(session, kpi, periods)
+        # Without the period the data starts in, if late into it: half a month of sales would
+        # plot as a spike of DSO at the start of the line.
+        found = values(session, kpi, periods, NO_SCOPE, self._data_starts(session, snap, kpi))
+        starts = next((v.starts for v in found.values() if v.starts), None)
         unit = unit_of(kpi)
-        starts = self._data_starts(session, snap, kpi, NO_SCOPE).get(None)
-        left_out = False
         points = []
         for i, period in enumerate(periods):
             value = found.get((i, None))
-            if value is not None and i < len(periods) - 1:
-                # The period the data starts in, if late into it: half a month of sales would
-                # plot as a spike of DSO at the start of the line.
-                judged = comparable(value, period, starts)
-                left_out |= judged.value is None and value.value is not None
-                value = judged
             number = value.value if value else None
             points.append(
                 {
@@ -382,7 +376,7 @@ class KpiService:
             "high": fmt(max(p["value"] for p in known), unit) if known else "—",
             "points": len(known),
             "buckets": len(points),
-            "starts": fmt_day(starts) if left_out else None,
+            "starts": fmt_day(starts) if starts else None,
         }
         chart = {
             "title": f"{kpi.kpi.name} · {periods[0].key} – {periods[-1].key}",
@@ -402,7 +396,7 @@ class KpiService:
         areas: dict[str, list[dict]] = {}
         for kpi in kpis:
             period = current_period(kpi.kpi.cadence, as_of, self.tz)
-            starts = self._data_starts(session, snap, kpi, NO_SCOPE)
+            starts = self._data_starts(session, snap, kpi)
             found = evaluate(session, kpi, period, period.previous(), NO_SCOPE, starts)
             item = found[0] if found else None
             status = item.status if item else "no_data"

@@ -102,8 +102,11 @@ def values(
     kpi: KpiDef,
     periods: Sequence[Period],
     scope: Scope = NO_SCOPE,
+    starts: dict[str | None, date] | None = None,
 ) -> dict[tuple[int, str | None], Value]:
-    """The KPI for each period (and each group when `scope.by`): one query per measure."""
+    """The KPI for each period (and each group when `scope.by`): one query per measure. With
+    `starts` (data_starts), the periods before the latest are what it is compared with, and
+    one the data starts too late in has no value (see _comparable)."""
     slices = [buckets_for(p.start, p.end, p.grain) for p in periods]
     per_measure = {
         name: measure_values(session, measure, slices, scope)
@@ -112,11 +115,15 @@ def values(
     groups = {g for found in per_measure.values() for (_, g) in found} or {None}
     if scope.by:
         groups.discard(None)
+    latest = max(periods, key=lambda p: p.start) if periods else None
     result = {}
     for i, period in enumerate(periods):
         for group in groups:
             inputs = {name: found.get((i, group)) for name, found in per_measure.items()}
-            result[(i, group)] = _evaluate(kpi, inputs, period.days)
+            value = _evaluate(kpi, inputs, period.days)
+            if starts is not None and period != latest:
+                value = _comparable(value, period, starts.get(group))
+            result[(i, group)] = value
     return result
 
 
@@ -153,21 +160,17 @@ def evaluate(
 ) -> list[Evaluated]:
     """The KPI for the period and the one before, per group when `scope.by` is set. `starts`
     is data_starts(session, kpi, scope), when the caller keeps it."""
-    found = values(session, kpi, [period, previous], scope)
-    groups = sorted({g for (_, g) in found}, key=lambda g: (g is None, g or ""))
     if starts is None:
         starts = data_starts(session, kpi, scope)
+    found = values(session, kpi, [period, previous], scope, starts)
+    groups = sorted({g for (_, g) in found}, key=lambda g: (g is None, g or ""))
     better = kpi.kpi.better
     result = []
     for group in groups:
         filters = scope.filters + ((scope.by, group),) if scope.by else scope.filters
         target = kpi.target_for(filters)
         now = found[(0, group)]
-        before = comparable(
-            found.get((1, group), Value(None, {}, previous.days, "no data")),
-            previous,
-            starts.get(group),
-        )
+        before = found.get((1, group), Value(None, {}, previous.days, "no data"))
         result.append(
             Evaluated(
                 kpi=kpi,
@@ -193,7 +196,7 @@ def data_starts(session: Session, kpi: KpiDef, scope: Scope = NO_SCOPE) -> dict[
     }
 
 
-def comparable(before: Value, period: Period, starts: date | None) -> Value:
+def _comparable(before: Value, period: Period, starts: date | None) -> Value:
     """A previous period's value, or none when its data starts too late into it to compare
     with: a year-to-date against a year that holds two months of data is no comparison. Data
     from the period's first tenth on is enough (a month's first sale on its 3rd is fine)."""
