@@ -117,7 +117,7 @@ class SlackClientSim:
         self,
         body: bytes | str,
         *,
-        timestamp: int | None = None,
+        timestamp: int | str | None = None,
         signature: str | None = None,
         content_type: str = FORM,
     ) -> SimResponse:
@@ -135,14 +135,14 @@ class SlackClientSim:
 
     # --- building (public so tests can `app.dispatch(BoltRequest(...))` directly) ------------
 
-    def sign(self, body: bytes | str, timestamp: int) -> str:
+    def sign(self, body: bytes | str, timestamp: int | str) -> str:
         data = body if isinstance(body, bytes) else body.encode()
         base = b"v0:" + str(timestamp).encode() + b":" + data
         digest = hmac.new(self.signing_secret.encode(), base, hashlib.sha256).hexdigest()
         return f"v0={digest}"
 
     def headers_for(
-        self, body: bytes | str, *, timestamp: int | None = None, content_type: str = FORM
+        self, body: bytes | str, *, timestamp: int | str | None = None, content_type: str = FORM
     ) -> dict[str, str]:
         stamp = int(time.time()) if timestamp is None else timestamp
         return {

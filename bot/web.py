@@ -35,6 +35,16 @@ class FormSafeRequest(BoltRequest):
             self.context = build_context(BoltContext({}), self.body)
 
 
+def _plain_timestamp(request: BoltRequest) -> bool:
+    """slack_sdk's SignatureVerifier raises on a timestamp header that is not an integer
+    (`int("abc")`) instead of refusing it; Bolt then hands the unverified request to the app's
+    error handler, which would answer it, even at a response_url of the sender's choosing. Such
+    a request is refused here, as any other that does not verify. (A missing header is refused
+    by Bolt itself.)"""
+    stamp = request.headers.get("x-slack-request-timestamp", [None])[0]
+    return stamp is None or (stamp.isascii() and stamp.isdigit())
+
+
 class KpibotWsgi(SlackRequestHandler):
     def __init__(self, app: App, engine: Engine) -> None:
         super().__init__(app, path=EVENTS_PATH)
@@ -44,6 +54,8 @@ class KpibotWsgi(SlackRequestHandler):
         bolt_request = FormSafeRequest(
             body=request.get_body(), query=request.query_string, headers=request.get_headers()
         )
+        if not _plain_timestamp(bolt_request):
+            return BoltResponse(status=401, body={"error": "invalid request"})  # as Bolt's
         return self.app.dispatch(bolt_request)
 
     def __call__(self, environ, start_response) -> Iterable[bytes]:

@@ -55,6 +55,19 @@ def test_a_bad_signature_and_a_stale_timestamp_are_refused(served):
     assert served.client.send(body, timestamp=stale).status == 401
 
 
+@pytest.mark.parametrize("stamp", ["abc", "", " ", "1.5", "nan", "²"])
+def test_a_timestamp_that_is_not_a_number_is_refused_and_nothing_is_answered(served, stamp):
+    """slack_sdk raises on such a header instead of refusing it; unguarded, the error handler
+    answered the unverified request, even at the response_url it named."""
+    command = served.client.command_body("dso", response_url=served.slack.response_url("forged"))
+    assert served.client.send(command, timestamp=stamp, signature="v0=00").status == 401
+    click = served.client.block_action_body(
+        ids.SHARE, "{}", response_url=served.slack.response_url("forged")
+    )
+    assert served.client.send(click, timestamp=stamp, signature="v0=00").status == 401
+    assert served.slack.responses("forged") == []
+
+
 def test_a_hidden_kpi_gets_the_same_reply_as_an_unknown_one(served):
     hidden = served.client.command("employee satisfaction", channel_id="C0PUBLIC")
     unknown = served.client.command("employee satisfactiox", channel_id="C0PUBLIC")
