@@ -4,6 +4,8 @@ These are job boundaries: whatever fails is logged and told to the user, never l
 """
 
 import logging
+from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import datetime
 
 from slack_bolt import Respond
@@ -40,6 +42,19 @@ def send_trend(
         message = render_reply(reply, share=share_value(reply, text, as_of), chart=chart)
         respond(**message, response_type="ephemeral", replace_original=True)
     except Exception as error:  # the job's boundary: tell the user, log what is ours to fix
+        report(error, respond)
+
+
+def confirm_write(
+    written: "Future[Reply]", respond: Respond, then: Callable[[], None] = lambda: None
+) -> None:
+    """A write that outlasted the ack: its confirmation (or why it failed) to the asker, and
+    `then` once it is stored."""
+    try:
+        reply = written.result()
+        respond(**render_reply(reply), response_type="ephemeral", replace_original=True)
+        then()
+    except Exception as error:  # the job's boundary
         report(error, respond)
 
 

@@ -116,6 +116,14 @@ class Services:
     groups: UserGroups
     executor: ThreadPoolExecutor
     notifier: Notifier
+    # Writes from Slack (targets, records, subscriptions), one at a time: each may wait for a
+    # lock an import holds, and the ack cannot wait with it (see handlers/commands/kpi.py).
+    writer: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpibot-write")
+    )
+    # How long a slash command's ack waits for its write before saying it is working on it:
+    # Slack wants the ack within 3 s.
+    ack_wait_seconds: float = 2.0
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # Digest charts by content: many channels subscribe to the same KPIs.
     charts: Memo = field(default_factory=lambda: Memo(64))
@@ -134,6 +142,7 @@ class Services:
         return self.clock().astimezone(self.settings.tz)
 
     def close(self) -> None:
+        self.writer.shutdown(wait=True, cancel_futures=False)
         self.executor.shutdown(wait=True, cancel_futures=False)
         self.engine.dispose()
 

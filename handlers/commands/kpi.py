@@ -8,12 +8,13 @@ from slack_bolt import Ack, BoltContext, BoltResponse, Respond
 
 from bot.alerts import evaluate_soon
 from bot.answers import JSON_HEADERS, ephemeral_body, render_reply, renderer, share_value
-from bot.followups import send_trend
+from bot.followups import confirm_write, send_trend
 from bot.services import Services
-from kpi.query import Ask, Record, Trend
-from kpi.service import Snapshot, Viewer
+from kpi.query import Ask, Record, SetTarget, Subscribe, Trend, Unsubscribe
+from kpi.service import Reply, Snapshot, Viewer
 
 COMMAND = "/kpi"
+WRITES = (SetTarget, Record, Subscribe, Unsubscribe)
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,37 @@ def kpi_command(
         ack(response_type="ephemeral", **renderer().message("working.json.j2", text=text))
         services.executor.submit(send_trend, services, request, viewer, as_of, respond, text)
         return
-    reply = services.kpis.answer(request, viewer=viewer, as_of=as_of, snap=snap)
+    if isinstance(request, WRITES):
+        reply = written_within_ack(services, request, asked, ack, respond)
+        if reply is None:
+            return
+    else:
+        reply = services.kpis.answer(request, viewer=viewer, as_of=as_of, snap=snap)
     message = render_reply(reply, share=share_value(reply, text, as_of))
     ack(response_type="ephemeral", **message)
     if isinstance(request, Ask):  # a question, no side effects: the same answer all day
         services.replies.put(asked.key, ephemeral_body(message))
-    if isinstance(request, Record):
+    after_write(services, request)
+
+
+def written_within_ack(
+    services: Services, request, asked: Asked, ack: Ack, respond: Respond
+) -> Reply | None:
+    """The write's reply if it is stored while the ack may still wait. A write can wait for a
+    lock an import holds (on SQLite up to its busy timeout): then the ack says it is being
+    worked on, and the confirmation follows at the response_url."""
+    written = services.writer.submit(
+        services.kpis.answer, request, viewer=asked.viewer, as_of=asked.as_of, snap=asked.snap
+    )
+    try:
+        return written.result(timeout=services.ack_wait_seconds)
+    except TimeoutError:
+        ack(response_type="ephemeral", **renderer().message("working.json.j2", text=asked.text))
+        then = lambda: after_write(services, request)  # noqa: E731
+        written.add_done_callback(lambda done: confirm_write(done, respond, then))
+        return None
+
+
+def after_write(services: Services, request) -> None:
+    if isinstance(request, Record):  # new data: alerts may change
         evaluate_soon(services)

@@ -2,13 +2,20 @@
 
 import json
 import logging
+import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy import text as sql
+from sqlalchemy.engine import make_url
 from sqlmodel import select
 
 from bot import ids
 from bot.blockkit import inert, validate
+from kpi import importer
 from kpi.db import session_scope
 from kpi.models import AuditLog, Target
 from tests.handlers.conftest import ADMIN
@@ -140,6 +147,50 @@ def test_record_by_an_admin_changes_the_answer(served):
     assert "Only kpibot admins" in refused.text
     reply_text(served.client.command("record credit_sales 100000 2026-10-20 branch=Madrid",
                                      user_id=ADMIN))  # fmt: skip
+    # (300,000 + 100,000) / (150,000 + 350,000) × 31 = 24.8 days.
+    assert "24.8 days" in reply_text(served.client.command("dso"))
+
+
+@contextmanager
+def import_writing(database_url: str) -> Iterator[None]:
+    """Hold what an import holds while it writes: SQLite's write lock, PostgreSQL's advisory
+    lock of writers (kpi.importer)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        connection = sqlite3.connect(url.database, isolation_level=None)
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            connection.execute("ROLLBACK")
+            connection.close()
+        return
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        connection.execute(sql("SELECT pg_advisory_lock(:k)"), {"k": importer._ADVISORY_LOCK})
+        try:
+            yield
+        finally:
+            connection.execute(
+                sql("SELECT pg_advisory_unlock(:k)"), {"k": importer._ADVISORY_LOCK}
+            )
+    engine.dispose()
+
+
+def test_a_record_waiting_for_an_import_is_acked_in_time_and_confirmed_later(served, database_url):
+    served.services.ack_wait_seconds = 0.5
+    late = served.slack.response_url("late")
+    record = "record credit_sales 100000 2026-10-20 branch=Madrid"
+    with import_writing(database_url):
+        started = time.monotonic()
+        acked = served.client.command(record, user_id=ADMIN, response_url=late)
+        assert time.monotonic() - started < 2.5  # Slack gives up after 3 s
+        assert "Working on" in reply_text(acked)
+        assert served.slack.responses("late") == []  # nothing stored, nothing confirmed yet
+    served.slack.wait_for("response_url", timeout=15)
+    [confirmation] = served.slack.responses("late")
+    assert "Recorded" in confirmation["text"] and confirmation["replace_original"]
+    validate(confirmation["blocks"], text=confirmation["text"])
     # (300,000 + 100,000) / (150,000 + 350,000) × 31 = 24.8 days.
     assert "24.8 days" in reply_text(served.client.command("dso"))
 
