@@ -20,7 +20,7 @@ from bot.answers import (
     share_value,
 )
 from bot.services import Services
-from kpi.query import Request
+from kpi.query import Ask, Request, Trend
 from kpi.service import Reply, Viewer
 
 log = logging.getLogger("kpibot")
@@ -89,6 +89,11 @@ def share_answer(services: Services, value: str, user: str, channel: str, respon
         text, as_of = read_share_value(value)
         asker = services.viewer(user, channel)
         request = services.kpis.parse(text, viewer=asker, as_of=as_of)
+        if not isinstance(request, Ask | Trend):  # a button's value is the sender's to write
+            respond(
+                **_notice("share_not_answer"), response_type="ephemeral", replace_original=False
+            )
+            return
         reply = services.kpis.answer(request, viewer=asker, as_of=as_of)
         if not services.kpis.may_see(reply.kpi, Viewer(channel=channel)):
             respond(**_notice("share_refused"), response_type="ephemeral", replace_original=False)

@@ -83,6 +83,19 @@ CASES = {
     "list worst case": ("list.json.j2", {"areas": list_areas(40, HOSTILE)}),
     "help": ("help.json.j2", {"areas": ["Finance", "HR", "IT", "Back office"]}),
     "error": ("error.json.j2", {"message": HOSTILE, "example": "/kpi dso"}),
+} | {
+    f"notice {kind}": ("notice.json.j2", {"kind": kind, "channel": "C0FIN", "error": HOSTILE})
+    for kind in (
+        "share_refused",
+        "share_not_answer",
+        "invite",
+        "shared",
+        "share_failed",
+        "digest_paused",
+        "alert_refused",
+        "alert_closed",
+        HOSTILE,  # any other kind is shown as it is
+    )
 }
 
 
@@ -91,7 +104,8 @@ def test_template_renders_valid_block_kit(case):
     name, values = CASES[case]
     message = Renderer(ids=ids).message(name, **values)
     validate(message["blocks"], text=message["text"])
-    assert inert(json.dumps(shown(message)))
+    # A channel named by us (a notice's channel) is linked; nothing the user wrote is.
+    assert inert(json.dumps(shown(message)), expected={"<#C0FIN>"})
 
 
 def shown(message: dict) -> dict:

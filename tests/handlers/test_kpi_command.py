@@ -171,9 +171,7 @@ def import_writing(database_url: str) -> Iterator[None]:
         try:
             yield
         finally:
-            connection.execute(
-                sql("SELECT pg_advisory_unlock(:k)"), {"k": importer._ADVISORY_LOCK}
-            )
+            connection.execute(sql("SELECT pg_advisory_unlock(:k)"), {"k": importer._ADVISORY_LOCK})
     engine.dispose()
 
 
@@ -267,6 +265,21 @@ def test_share_is_refused_where_the_channel_may_not_see_the_kpi(served, catalog_
                                response_url=response_url)  # fmt: skip
     served.slack.wait_for("response_url", timeout=10)
     assert "not visible in this channel" in json.dumps(served.slack.responses("refused"))
+    assert not served.slack.calls_to("chat.postMessage")
+
+
+def test_a_share_button_carrying_a_change_changes_nothing(served, catalog_engine):
+    """Only answers are shared: a forged button value naming a target change (signed, by an
+    admin) is refused and the target stays."""
+    forged = json.dumps({"text": "target dso 10", "as_of": "2026-11-10T00:00:00+00:00"})
+    response_url = served.slack.response_url("forged")
+    served.client.block_action(ids.SHARE, forged, user_id=ADMIN, channel_id="C0FIN",
+                               response_url=response_url)  # fmt: skip
+    served.slack.wait_for("response_url", timeout=10)
+    assert "Only answers can be shared" in json.dumps(served.slack.responses("forged"))
+    with session_scope(catalog_engine) as session:
+        target = session.exec(select(Target).where(Target.kpi_key == "dso")).one()
+        assert target.target == 45
     assert not served.slack.calls_to("chat.postMessage")
 
 
