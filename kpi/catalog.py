@@ -109,11 +109,25 @@ def _problem(error: Any) -> str:
     return f"{path}: {message}"
 
 
+def warn_problem(better: str, target: float, warn: float | None) -> str | None:
+    """Why `warn` cannot end the at-risk band of `target`, or None: the band runs from the
+    target towards worse values, so warn lies above it where lower is better, below it where
+    higher is better."""
+    if warn is None or warn == target or (warn > target) == (better == "lower"):
+        return None
+    side, way = ("below", "up") if better == "lower" else ("above", "down")
+    return (
+        f"warn {warn:g} is {side} the target {target:g}; {better} is better, so the at-risk "
+        f"band runs from the target {way} to warn"
+    )
+
+
 def check(spec: CatalogSpec, session: Session) -> None:
-    """What needs the store: formulas over known measures, required fields of new KPIs."""
+    """What needs the store: formulas over known measures, required fields of new KPIs, warn
+    values on the worse side of their targets."""
     existing_measures = {m.name: m for m in session.exec(select(Measure))}
     measures = set(existing_measures) | set(spec.measures)
-    existing_kpis = {k.key for k in session.exec(select(Kpi))}
+    existing_kpis = {k.key: k for k in session.exec(select(Kpi))}
     problems: list[str] = []
     for name, m in spec.measures.items():
         if name not in existing_measures and m.over_time is None:
@@ -127,8 +141,25 @@ def check(spec: CatalogSpec, session: Session) -> None:
                 parse_formula(k.formula, sorted(measures))
             except FormulaError as error:
                 problems.append(f"kpis.{key}.formula: {error}")
+        problems += _warn_problems(key, k, existing_kpis.get(key), session)
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def _warn_problems(key: str, spec: KpiSpec, row: Kpi | None, session: Session) -> list[str]:
+    better = spec.better or (row.better if row is not None else Kpi.model_fields["better"].default)
+    given = {"": spec} if spec.warn is not None else {}
+    given |= {f"targets.{d}.": t for d, t in (spec.targets or {}).items() if t.warn is not None}
+    problems = []
+    for path, t in given.items():
+        target = t.target
+        if target is None:  # `dso: {warn: 60}` moves the band of the stored target
+            stored = store.get_target(session=session, kpi_key=key) if row is not None else None
+            target = stored.target if stored is not None else None
+        problem = warn_problem(better, target, t.warn) if target is not None else None
+        if problem:
+            problems.append(f"kpis.{key}.{path}warn: {problem}")
+    return problems
 
 
 def apply(spec: CatalogSpec, session: Session, *, actor: str, now: datetime) -> dict[str, int]:
@@ -212,6 +243,12 @@ def set_target(
         session.add(current)
     else:
         current.sqlmodel_update(fields)
+        # A band kept from before that now lies on the better side of a moved target bounds
+        # nothing: it goes (a warn given with the target was checked before).
+        if "warn" not in fields and warn_problem(
+            _better(session, key), current.target, current.warn
+        ):
+            current.warn = None
     after = store.target_dict(current)
     if before == after:
         return 0
@@ -226,6 +263,11 @@ def set_target(
         at=now,
     )
     return 1
+
+
+def _better(session: Session, key: str) -> str:
+    row = session.get(Kpi, key)
+    return row.better if row is not None else Kpi.model_fields["better"].default
 
 
 def load_builtin_if_empty(session: Session, *, now: datetime) -> bool:

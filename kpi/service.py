@@ -509,6 +509,9 @@ class KpiService:
             raise PermissionDenied(
                 f"Only kpibot admins and the owner of {kpi.kpi.name} can change its target."
             )
+        problem = catalog.warn_problem(kpi.kpi.better, request.target, request.warn)
+        if problem:
+            raise KpibotError(f"That {problem}.", example=_target_example(kpi.kpi, request.target))
         fields = {"target": request.target, "warn": request.warn, "due": request.due}
         actor = viewer.user or "cli"
         with session_scope(self.engine) as session:
@@ -524,6 +527,10 @@ class KpiService:
             "before": _target_text(before, unit),
             "after": _target_text(after, unit),
             "user": viewer.user,
+            # The old band, when the moved target left it on the wrong side (catalog.set_target).
+            "dropped": fmt(before["warn"], unit)
+            if before and before["warn"] is not None and after["warn"] is None
+            else None,
         }
         return Reply("target_set.json.j2", values, kpi=kpi.key)
 
@@ -586,6 +593,12 @@ def _header(kpi: KpiDef, period, scope: Scope) -> dict:
         "period": period.label,
         "scope": filters,
     }
+
+
+def _target_example(kpi: Kpi, target: float) -> str:
+    """The command with a warn value a fifth worse than the target."""
+    step = (abs(target) / 5 or 1) * (1 if kpi.better == "lower" else -1)
+    return f"/kpi target {kpi.key} {target:g} warn {round(target + step, 2):g}"
 
 
 def _target_text(target: dict | None, unit: str) -> str:

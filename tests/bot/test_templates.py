@@ -83,6 +83,28 @@ CASES = {
     "list worst case": ("list.json.j2", {"areas": list_areas(40, HOSTILE)}),
     "help": ("help.json.j2", {"areas": ["Finance", "HR", "IT", "Back office"]}),
     "error": ("error.json.j2", {"message": HOSTILE, "example": "/kpi dso"}),
+    "target set": (
+        "target_set.json.j2",
+        {
+            "name": "DSO",
+            "key": "dso",
+            "before": "target 45",
+            "after": "target 40",
+            "user": "U1",
+            "dropped": None,
+        },
+    ),
+    "target set dropping its band": (
+        "target_set.json.j2",
+        {
+            "name": HOSTILE,
+            "key": HOSTILE,
+            "before": HOSTILE,
+            "after": HOSTILE,
+            "user": "U1",
+            "dropped": HOSTILE,
+        },
+    ),  # fmt: skip
 } | {
     f"notice {kind}": ("notice.json.j2", {"kind": kind, "channel": "C0FIN", "error": HOSTILE})
     for kind in (
@@ -104,8 +126,8 @@ def test_template_renders_valid_block_kit(case):
     name, values = CASES[case]
     message = Renderer(ids=ids).message(name, **values)
     validate(message["blocks"], text=message["text"])
-    # A channel named by us (a notice's channel) is linked; nothing the user wrote is.
-    assert inert(json.dumps(shown(message)), expected={"<#C0FIN>"})
+    # Who acted and a notice's channel are linked by us; nothing the user wrote is.
+    assert inert(json.dumps(shown(message)), expected={"<#C0FIN>", "<@U1>"})
 
 
 def shown(message: dict) -> dict:

@@ -142,6 +142,22 @@ def test_only_admins_and_owners_change_targets_and_it_is_audited(served, catalog
     assert "target 40.0 days" in reply_text(served.client.command("dso"))
 
 
+def test_a_warn_on_the_better_side_of_the_target_is_refused(served, catalog_engine):
+    refused = reply_text(served.client.command("target dso 40 warn 30", user_id=ADMIN))
+    assert "warn 30 is below the target 40; lower is better" in refused
+    assert "/kpi target dso 40 warn 48" in refused  # 40 + 40 / 5
+    with session_scope(catalog_engine) as session:
+        target = session.exec(select(Target).where(Target.kpi_key == "dso", Target.dim == "")).one()
+    assert (target.target, target.warn) == (45, 55)
+
+
+def test_a_target_moved_past_its_band_says_the_band_is_gone(served, catalog_engine):
+    done = reply_text(served.client.command("target dso 60", user_id=ADMIN))
+    assert "target 60.0 days" in done and "The at-risk band ended at 55.0 days" in done
+    # 31.0 days against a target of 60 and no band: on target.
+    assert "on target" in reply_text(served.client.command("dso"))
+
+
 def test_record_by_an_admin_changes_the_answer(served):
     refused = served.client.command("record credit_sales 100000 2026-10-20", user_id="U0X")
     assert "Only kpibot admins" in refused.text

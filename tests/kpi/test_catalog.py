@@ -70,6 +70,43 @@ def test_an_entry_for_an_existing_kpi_changes_only_the_fields_it_gives(catalog_e
     assert (target.target, target.warn) == (40, 55)
 
 
+def test_a_warn_on_the_better_side_of_its_target_is_named_and_nothing_is_written(
+    catalog_engine,
+):
+    raw = {
+        "kpis": {
+            "dso": {"target": 40, "warn": 30},  # lower is better: the band lies above 40
+            "system_uptime": {"warn": 99.95},  # higher is better: below the stored 99.9
+            "security_incidents": {"targets": {"branch=Berlin": {"target": 2, "warn": 1}}},
+            "finance_error_rate": {"target": 1, "warn": 1.5},  # a band where it belongs
+        }
+    }
+    with pytest.raises(ConfigError) as caught:
+        load(catalog_engine, raw)
+    assert str(caught.value).splitlines() == [
+        "kpis.dso.warn: warn 30 is below the target 40; lower is better, so the at-risk band "
+        "runs from the target up to warn",
+        "kpis.system_uptime.warn: warn 99.95 is above the target 99.9; higher is better, so the "
+        "at-risk band runs from the target down to warn",
+        "kpis.security_incidents.targets.branch=Berlin.warn: warn 1 is below the target 2; lower "
+        "is better, so the at-risk band runs from the target up to warn",
+    ]
+    assert {(t.kpi_key, t.target, t.warn) for t in rows(catalog_engine, Target)} >= {
+        ("dso", 45, 55),
+        ("finance_error_rate", 1, 2),
+    }
+
+
+def test_a_target_moved_past_its_band_drops_the_band(catalog_engine):
+    """dso is 45 with a band up to 55: a target of 60 leaves 55 on its better side, where it
+    would bound nothing."""
+    load(catalog_engine, {"kpis": {"dso": {"target": 60}}})
+    target = next(t for t in rows(catalog_engine, Target) if t.kpi_key == "dso")
+    assert (target.target, target.warn) == (60, None)
+    entry = [a for a in rows(catalog_engine, AuditLog) if a.subject == "dso"][-1]
+    assert entry.after == {"target": 60.0, "warn": None, "due": None}
+
+
 def test_a_target_change_is_audited_with_before_and_after(catalog_engine):
     load(catalog_engine, {"kpis": {"dso": {"target": 40, "due": "2027-06-30"}}})
     entry = [a for a in rows(catalog_engine, AuditLog) if a.subject == "dso"][-1]
