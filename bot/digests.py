@@ -39,15 +39,16 @@ class _Chart:
     sparks: list
 
 
-def send_due(services: Services, *, as_of: datetime) -> Counter:
-    """Send what is due at `as_of`; returns counts of sent, late, failed, paused, skipped.
+def send_due(services: Services, *, as_of: datetime, since_subscribed: bool = False) -> Counter:
+    """Send what is due at `as_of` (`since_subscribed`: see kpi.digests.due); returns counts of
+    sent, late, failed, paused, skipped.
 
     Charts go to a pool of their own as each digest is posted: Slack limits each API method on
     its own, so uploads (files.getUploadURLExternal, files.completeUploadExternal) never take a
     scorecard's turn at chat.postMessage, and no digest waits behind another's chart."""
     with session_scope(services.engine) as session:
         subscriptions = {s.id: s for s in digests.active_subscriptions(session)}
-    due = digests.due(subscriptions.values(), as_of)
+    due = digests.due(subscriptions.values(), as_of, since_subscribed=since_subscribed)
     with (
         ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="kpibot-chart") as charts,
         ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="kpibot-digest") as posts,

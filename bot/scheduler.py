@@ -72,7 +72,9 @@ class Schedule:
             log.exception("scheduled digest pass failed")
 
     def send_due(self) -> None:
-        counts = digest_job.send_due(self.services, as_of=self.services.clock())
+        counts = digest_job.send_due(
+            self.services, as_of=self.services.clock(), since_subscribed=True
+        )
         if counts:
             log.info("digests: %s", dict(counts))
 

@@ -48,15 +48,29 @@ def iso_week(moment: datetime) -> str:
     return f"{year}-W{week:02d}"
 
 
-def due(subscriptions: Iterable[Subscription], as_of: datetime) -> list[Due]:
+def due(
+    subscriptions: Iterable[Subscription], as_of: datetime, *, since_subscribed: bool = False
+) -> list[Due]:
+    """The digests due at `as_of`. With `since_subscribed` (the scheduler's passes), none
+    scheduled in an ISO week before the one its subscription was last set in: subscribing on a
+    Friday morning to Fridays at 16:30 waits for 16:30 instead of sending last Friday's digest
+    at once (and subscribing on a Monday at 10:00 to Mondays at 09:00 sends this week's). A
+    digest run by hand sends what is due whenever the subscription was made."""
     found = []
     for sub in subscriptions:
         if not sub.active or sub.paused_reason:
             continue
-        moment = last_scheduled(sub.weekday, parse_at(sub.at), ZoneInfo(sub.tz), as_of)
+        tz = ZoneInfo(sub.tz)
+        moment = last_scheduled(sub.weekday, parse_at(sub.at), tz, as_of)
+        if since_subscribed and _week(moment) < _week(sub.updated_at.astimezone(tz)):
+            continue
         late = as_of - moment > LATE_AFTER
         found.append(Due(sub.id, sub.channel, moment, iso_week(moment), late))
     return found
+
+
+def _week(moment: datetime) -> tuple[int, int]:
+    return moment.isocalendar()[:2]
 
 
 def parse_at(text: str) -> time:

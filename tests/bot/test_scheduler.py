@@ -16,13 +16,18 @@ NOW = datetime(2026, 11, 4, 12, 0, tzinfo=UTC)  # a Wednesday
 
 
 @pytest.fixture
-def schedule(catalog_engine, database_url):
-    with SlackStandin() as slack:
-        settings = load_settings(slack_bot_token="xoxb-test", slack_api_url=slack.url,
-                                 database_url=database_url, kpibot_timezone="UTC")  # fmt: skip
-        services = build_services(settings, catalog_engine)
-        yield Schedule(services, tick_seconds=3600)  # never started: jobs are only inspected
-        services.executor.shutdown(wait=True)
+def slack():
+    with SlackStandin() as standin:
+        yield standin
+
+
+@pytest.fixture
+def schedule(catalog_engine, database_url, slack):
+    settings = load_settings(slack_bot_token="xoxb-test", slack_api_url=slack.url,
+                             database_url=database_url, kpibot_timezone="UTC")  # fmt: skip
+    services = build_services(settings, catalog_engine)
+    yield Schedule(services, tick_seconds=3600)  # never started: jobs are only inspected
+    services.executor.shutdown(wait=True)
 
 
 def subscribe(schedule, channel, *, weekday=0, at=time(9), tz="UTC"):
@@ -69,3 +74,17 @@ def test_jobs_follow_subscription_changes_and_only_then(schedule):
         digests.unsubscribe(session, channel="C0A", user="U0SUB", now=NOW)
     schedule.rebuild_if_changed()
     assert digest_jobs(schedule) == {}
+
+
+def test_a_pass_after_subscribing_waits_for_this_weeks_time(schedule, slack):
+    """Subscribed on Wednesday 4 Nov (W45) to Mondays at 09:00: last Monday's digest (2 Nov,
+    W45) is this week's, past its time, so it goes; subscribed to Fridays at 16:30, nothing goes
+    before Friday 6 Nov 16:30 (not Friday 30 Oct's, from the week before)."""
+    subscribe(schedule, "C0MONDAY")
+    subscribe(schedule, "C0FRIDAY", weekday=4, at=time(16, 30))
+    schedule.services.clock = lambda: NOW
+    schedule.send_due()
+    assert [c.args["channel"] for c in slack.calls_to("chat.postMessage")] == ["C0MONDAY"]
+    schedule.services.clock = lambda: datetime(2026, 11, 6, 16, 31, tzinfo=UTC)
+    schedule.send_due()
+    assert [c.args["channel"] for c in slack.calls_to("chat.postMessage")][1:] == ["C0FRIDAY"]

@@ -158,6 +158,26 @@ def test_a_target_moved_past_its_band_says_the_band_is_gone(served, catalog_engi
     assert "on target" in reply_text(served.client.command("dso"))
 
 
+def test_subscribe_says_what_it_set_what_changed_and_when_nothing_did(served):
+    def subscribe(text: str) -> dict:
+        message = served.client.command(text, channel_id="C0FIN").json()
+        validate(message["blocks"], text=message["text"])
+        return message
+
+    made = subscribe("subscribe finance")
+    assert made["text"].startswith("Weekly KPI digest set up: Finance")
+    assert "Mondays at 09:00" in made["text"] and "The first one comes" in json.dumps(made)
+    same = subscribe("subscribe finance")
+    assert same["text"].startswith("Weekly KPI digest unchanged")
+    assert "Nothing changed" in json.dumps(same)
+    moved = subscribe("subscribe weekly on friday at 16:30")
+    assert moved["text"].startswith("Weekly KPI digest updated")
+    assert "Fridays at 16:30" in moved["text"] and "Mondays at 09:00" in json.dumps(moved)
+    assert "Weekly KPI digest stopped" in reply_text(
+        served.client.command("unsubscribe", channel_id="C0FIN")
+    )
+
+
 def test_record_by_an_admin_changes_the_answer(served):
     refused = served.client.command("record credit_sales 100000 2026-10-20", user_id="U0X")
     assert "Only kpibot admins" in refused.text

@@ -63,6 +63,24 @@ def test_after_missed_mondays_only_the_latest_week_is_due_and_it_is_late():
     assert [(d.week, d.late) for d in found] == [("2026-W48", True)]
 
 
+def test_the_scheduler_sends_nothing_from_before_the_week_of_subscribing():
+    # Friday 27 Nov 2026 (W48), 02:57 UTC: subscribed to Fridays at 16:30 in Berlin.
+    made = datetime(2026, 11, 27, 2, 57, tzinfo=UTC)
+    sub = Subscription(id=3, channel="C1", weekday=4, at="16:30", tz="Europe/Berlin",
+                       created_at=made, updated_at=made)  # fmt: skip
+    # By hand, Friday 20 Nov's digest (W47) is due; the scheduler waits for this Friday's.
+    assert [d.week for d in due([sub], made)] == ["2026-W47"]
+    assert due([sub], made, since_subscribed=True) == []
+    at_half_past_four = datetime(2026, 11, 27, 15, 30, tzinfo=UTC)
+    assert [d.week for d in due([sub], at_half_past_four, since_subscribed=True)] == ["2026-W48"]
+    # Subscribed on Monday 23 Nov at 10:00 to Mondays at 09:00: this week's is past its time.
+    monday = datetime(2026, 11, 23, 10, tzinfo=UTC)
+    sub = Subscription(id=4, channel="C2", weekday=0, at="09:00", tz="UTC", created_at=monday,
+                       updated_at=monday)  # fmt: skip
+    [this_week] = due([sub], monday, since_subscribed=True)
+    assert this_week.week == "2026-W48" and not this_week.late
+
+
 def test_paused_and_inactive_subscriptions_are_not_due():
     now = datetime(2026, 11, 9, 10, tzinfo=UTC)
     paused = Subscription(id=1, channel="C1", paused_reason="is_archived", created_at=now,
