@@ -49,26 +49,35 @@ DAY_EXAMPLE = "/kpi dso 2026-10-05"
 WEEK_EXAMPLE = "/kpi dso 2026-W44"
 RANGE_EXAMPLE = "/kpi trend dso 12w"
 ONE_DAY = timedelta(days=1)
+# Periods still in progress are cut at today: their keys' prefixes, by grain.
+TO_DATE = {"year": "ytd", "quarter": "qtd", "month": "mtd", "week": "wtd"}
 
 
 @dataclass(frozen=True, order=True)
 class Period:
     """Local dates `start` (inclusive) to `end` (exclusive) of one grain, or a "range".
 
-    `ytd` marks a year-to-date range: its previous period is the same span a year earlier
-    rather than the span just before it.
+    `so_far` names the grain of a range that is a week, month, quarter or year up to a day (up
+    to today, when it is still in progress): its previous period is the same span of the one
+    before (year to date: the same calendar days a year earlier), not the span just before it.
     """
 
     start: date
     end: date
     grain: str
-    ytd: bool = False
+    so_far: str = ""
 
     def __post_init__(self) -> None:
         if self.grain not in GRAINS and self.grain != RANGE:
             raise ValueError(f"unknown grain {self.grain!r}")
         if self.end <= self.start:
             raise ValueError(f"empty period {self.start}..{self.end}")
+        if self.so_far and (self.so_far not in TO_DATE or self.grain != RANGE):
+            raise ValueError(f"a {self.so_far!r} to date must be a range")
+
+    @property
+    def ytd(self) -> bool:
+        return self.so_far == "year"
 
     @property
     def days(self) -> int:
@@ -112,7 +121,7 @@ class Period:
         if self.grain == "year":
             return str(start.year)
         span = f"{start.isoformat()}..{self.end.isoformat()}"
-        return f"ytd:{span}" if self.ytd else span
+        return f"{TO_DATE[self.so_far]}:{span}" if self.so_far else span
 
     def previous(self) -> Period:
         return self._shift(-1)
@@ -134,6 +143,10 @@ class Period:
             return period_of(self.grain, _add_months(self.start, step * months))
         if self.ytd:
             return _year_to_date(_same_day_in_year(self.last_day, self.start.year + step))
+        if self.so_far:
+            whole = period_of(self.so_far, self.start)._shift(step)
+            days = timedelta(days=min(self.days, whole.days))
+            return Period(whole.start, whole.start + days, RANGE, self.so_far)
         length = step * timedelta(days=self.days)
         return Period(self.start + length, self.end + length, RANGE)
 
@@ -197,7 +210,7 @@ def parse_period(text: str, as_of: datetime, tz: tzinfo, cadence: str = "month")
     for pattern, build in _PERIOD_FORMS:
         match = pattern.fullmatch(phrase)
         if match:
-            return _started(build(match, today, cadence), today)
+            return _so_far(_started(build(match, today, cadence), today), today)
     raise PeriodError(
         f"I can't read “{_echo(text)}” as a period. "
         "Try `last month`, `this quarter`, `2026-10`, `2026-Q3`, `2026-W44` or `ytd`.",
@@ -302,13 +315,17 @@ def _span_key(match: re.Match[str], today: date, cadence: str) -> Period:
     _year(match["end"][:4])
     if end <= start:
         raise PeriodError("A span must end after it starts.", example=PERIOD_EXAMPLE)
-    if not match["ytd"]:
+    if not match["so_far"]:
         return Period(start, end, RANGE)
-    if start != date(start.year, 1, 1) or end > date(start.year + 1, 1, 1):
+    grain = next(g for g, prefix in TO_DATE.items() if prefix == match["so_far"])
+    whole = period_of(grain, start)
+    if start != whole.start or end > whole.end:
+        first = "1 January" if grain == "year" else f"the first day of its {grain}"
         raise PeriodError(
-            "A year-to-date span runs from 1 January within one year.", example="/kpi dso ytd"
+            f"A {grain}-to-date span runs from {first} within one {grain}.",
+            example="/kpi dso ytd",
         )
-    return _year_to_date(end - ONE_DAY)
+    return Period(start, end, RANGE, grain)
 
 
 _PERIOD_FORMS: list[tuple[re.Pattern[str], Builder]] = [
@@ -340,7 +357,7 @@ _PERIOD_FORMS: list[tuple[re.Pattern[str], Builder]] = [
     (re.compile(rf"(?P<name>{'|'.join(MONTH_WORDS)})(?: (?P<year>[0-9]{{4}}))?"), _month_name),
     (
         re.compile(
-            r"(?P<ytd>ytd:)?(?P<start>[0-9]{4}-[0-9]{2}-[0-9]{2})\.\.(?P<end>[0-9]{4}-[0-9]{2}-[0-9]{2})"
+            r"(?:(?P<so_far>ytd|qtd|mtd|wtd):)?(?P<start>[0-9]{4}-[0-9]{2}-[0-9]{2})\.\.(?P<end>[0-9]{4}-[0-9]{2}-[0-9]{2})"
         ),
         _span_key,
     ),
@@ -416,6 +433,15 @@ def _latest_started(candidate: Callable[[int], Period | None], today: date) -> P
     raise PeriodError("I can't find that period in recent years.", example=PERIOD_EXAMPLE)
 
 
+def _so_far(period: Period, today: date) -> Period:
+    """A week, month, quarter or year still in progress, up to today: its totals cover only
+    the days so far, so `days` must count those alone (DSO on 27 days of November's sales
+    times November's 30 days overstated it by a ninth)."""
+    if period.grain in TO_DATE and period.start <= today < period.last_day:
+        return Period(period.start, today + ONE_DAY, RANGE, period.grain)
+    return period
+
+
 def _started(period: Period, today: date) -> Period:
     if period.start > today:
         raise PeriodError(f"{period.label} hasn't started yet.", example=PERIOD_EXAMPLE)
@@ -456,14 +482,15 @@ def _buckets_within(period: Period, cadence: str, today: date) -> list[Period]:
         buckets.append(bucket)
         bucket = bucket.next()
     if not buckets:
+        whole = period_of(period.so_far, period.start) if period.so_far else period
         raise PeriodError(
-            f"There is no complete {cadence} in {period.label} yet.", example=RANGE_EXAMPLE
+            f"There is no complete {cadence} in {whole.label} yet.", example=RANGE_EXAMPLE
         )
     return buckets
 
 
 def _year_to_date(last_day: date) -> Period:
-    return Period(date(last_day.year, 1, 1), last_day + ONE_DAY, RANGE, ytd=True)
+    return Period(date(last_day.year, 1, 1), last_day + ONE_DAY, RANGE, "year")
 
 
 def _same_day_in_year(day: date, year: int) -> date:

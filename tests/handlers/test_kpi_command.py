@@ -229,6 +229,18 @@ def test_a_record_waiting_for_an_import_is_acked_in_time_and_confirmed_later(ser
     assert "24.8 days" in reply_text(served.client.command("dso"))
 
 
+def test_a_month_in_progress_counts_its_days_so_far(served):
+    """Asked on 10 November: November so far is 1–10 Nov, so DSO multiplies by 10 days, not
+    by November's 30 (which would say 60.0 days)."""
+    for record in ("record credit_sales 200000 2026-11-03 branch=Berlin",
+                   "record ar_balance 400000 2026-11-09 branch=Berlin"):  # fmt: skip
+        reply_text(served.client.command(record, user_id=ADMIN))
+    # Berlin's 400,000 receivables (Madrid has none in November) ÷ 200,000 sales × 10 days.
+    text = reply_text(served.client.command("dso this month"))
+    assert "20.0 days" in text and "1 Nov – 10 Nov 2026" in text
+    assert "20.0 days" in reply_text(served.client.command("dso 2026-11"))
+
+
 def test_a_repeated_question_is_answered_again_after_new_data(served):
     first = served.client.command("dso")
     assert "31.0 days" in reply_text(first)

@@ -28,8 +28,8 @@ AS_OF = datetime(2026, 11, 25, 10, 0, tzinfo=BERLIN)
 D = date
 
 
-def span(start: date, end: date, grain: str, ytd: bool = False) -> Period:
-    return Period(start, end, grain, ytd)
+def span(start: date, end: date, grain: str, so_far: str = "") -> Period:
+    return Period(start, end, grain, so_far)
 
 
 # --- parse_period: every form, worked out by hand for AS_OF ---------------------------
@@ -38,20 +38,20 @@ def span(start: date, end: date, grain: str, ytd: bool = False) -> Period:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("this week", span(D(2026, 11, 23), D(2026, 11, 30), "week")),
+        ("this week", span(D(2026, 11, 23), D(2026, 11, 26), RANGE, "week")),
         ("last week", span(D(2026, 11, 16), D(2026, 11, 23), "week")),
-        ("this month", span(D(2026, 11, 1), D(2026, 12, 1), "month")),
+        ("this month", span(D(2026, 11, 1), D(2026, 11, 26), RANGE, "month")),
         ("last month", span(D(2026, 10, 1), D(2026, 11, 1), "month")),
         ("previous month", span(D(2026, 10, 1), D(2026, 11, 1), "month")),
         ("prior month", span(D(2026, 10, 1), D(2026, 11, 1), "month")),
         ("  Last   MONTH ", span(D(2026, 10, 1), D(2026, 11, 1), "month")),
-        ("this quarter", span(D(2026, 10, 1), D(2027, 1, 1), "quarter")),
+        ("this quarter", span(D(2026, 10, 1), D(2026, 11, 26), RANGE, "quarter")),
         ("last quarter", span(D(2026, 7, 1), D(2026, 10, 1), "quarter")),
-        ("this year", span(D(2026, 1, 1), D(2027, 1, 1), "year")),
+        ("this year", span(D(2026, 1, 1), D(2026, 11, 26), RANGE, "year")),
         ("last year", span(D(2025, 1, 1), D(2026, 1, 1), "year")),
-        ("ytd", span(D(2026, 1, 1), D(2026, 11, 26), RANGE, ytd=True)),
-        ("YTD", span(D(2026, 1, 1), D(2026, 11, 26), RANGE, ytd=True)),
-        ("year to date", span(D(2026, 1, 1), D(2026, 11, 26), RANGE, ytd=True)),
+        ("ytd", span(D(2026, 1, 1), D(2026, 11, 26), RANGE, "year")),
+        ("YTD", span(D(2026, 1, 1), D(2026, 11, 26), RANGE, "year")),
+        ("year to date", span(D(2026, 1, 1), D(2026, 11, 26), RANGE, "year")),
         ("2026-10", span(D(2026, 10, 1), D(2026, 11, 1), "month")),
         ("2025-02", span(D(2025, 2, 1), D(2025, 3, 1), "month")),
         ("2026-Q3", span(D(2026, 7, 1), D(2026, 10, 1), "quarter")),
@@ -59,29 +59,32 @@ def span(start: date, end: date, grain: str, ytd: bool = False) -> Period:
         ("q3", span(D(2026, 7, 1), D(2026, 10, 1), "quarter")),
         ("Q3 2025", span(D(2025, 7, 1), D(2025, 10, 1), "quarter")),
         # Q4 2026 began on 1 October, so it is the latest Q4 that has started.
-        ("q4", span(D(2026, 10, 1), D(2027, 1, 1), "quarter")),
+        ("q4", span(D(2026, 10, 1), D(2026, 11, 26), RANGE, "quarter")),
         ("2026-W44", span(D(2026, 10, 26), D(2026, 11, 2), "week")),
         ("w44", span(D(2026, 10, 26), D(2026, 11, 2), "week")),
         ("week 44", span(D(2026, 10, 26), D(2026, 11, 2), "week")),
         ("W1 2026", span(D(2025, 12, 29), D(2026, 1, 5), "week")),
-        ("w48", span(D(2026, 11, 23), D(2026, 11, 30), "week")),
+        ("w48", span(D(2026, 11, 23), D(2026, 11, 26), RANGE, "week")),
         # 2026-W49 starts on 30 November, after AS_OF: the latest started is 2025-W49.
         ("w49", span(D(2025, 12, 1), D(2025, 12, 8), "week")),
         # 2026-W53 has not started yet on AS_OF; the latest week 53 before it was 2020's.
         ("w53", span(D(2020, 12, 28), D(2021, 1, 4), "week")),
-        ("2026", span(D(2026, 1, 1), D(2027, 1, 1), "year")),
+        ("2026", span(D(2026, 1, 1), D(2026, 11, 26), RANGE, "year")),
         ("2026-10-05", span(D(2026, 10, 5), D(2026, 10, 6), "day")),
         ("yesterday", span(D(2026, 11, 24), D(2026, 11, 25), "day")),
         ("today", span(D(2026, 11, 25), D(2026, 11, 26), "day")),
         ("october", span(D(2026, 10, 1), D(2026, 11, 1), "month")),
         ("Oct", span(D(2026, 10, 1), D(2026, 11, 1), "month")),
-        ("november", span(D(2026, 11, 1), D(2026, 12, 1), "month")),
+        ("november", span(D(2026, 11, 1), D(2026, 11, 26), RANGE, "month")),
         # December 2026 has not started: the latest December is 2025's.
         ("december", span(D(2025, 12, 1), D(2026, 1, 1), "month")),
         ("sept", span(D(2026, 9, 1), D(2026, 10, 1), "month")),
         ("october 2025", span(D(2025, 10, 1), D(2025, 11, 1), "month")),
         ("2026-01-05..2026-02-01", span(D(2026, 1, 5), D(2026, 2, 1), RANGE)),
-        ("ytd:2026-01-01..2026-03-01", span(D(2026, 1, 1), D(2026, 3, 1), RANGE, ytd=True)),
+        ("ytd:2026-01-01..2026-03-01", span(D(2026, 1, 1), D(2026, 3, 1), RANGE, "year")),
+        ("mtd:2026-10-01..2026-10-11", span(D(2026, 10, 1), D(2026, 10, 11), RANGE, "month")),
+        ("qtd:2026-07-01..2026-08-01", span(D(2026, 7, 1), D(2026, 8, 1), RANGE, "quarter")),
+        ("wtd:2026-11-16..2026-11-18", span(D(2026, 11, 16), D(2026, 11, 18), RANGE, "week")),
         ("last month.", span(D(2026, 10, 1), D(2026, 11, 1), "month")),
     ],
 )
@@ -94,7 +97,7 @@ def test_parse_period(text, expected):
     [
         ("last", "week", span(D(2026, 11, 16), D(2026, 11, 23), "week")),
         ("previous", "quarter", span(D(2026, 7, 1), D(2026, 10, 1), "quarter")),
-        ("this", "month", span(D(2026, 11, 1), D(2026, 12, 1), "month")),
+        ("this", "month", span(D(2026, 11, 1), D(2026, 11, 26), RANGE, "month")),
         ("last", "day", span(D(2026, 11, 24), D(2026, 11, 25), "day")),
         # An explicit unit beats the cadence.
         ("last month", "week", span(D(2026, 10, 1), D(2026, 11, 1), "month")),
@@ -126,6 +129,8 @@ def test_parse_period_bare_word_uses_cadence(text, cadence, expected):
         ("12w", "is a range"),
         ("2026-10-05..2026-10-01", "end after it starts"),
         ("ytd:2026-02-01..2026-03-01", "1 January"),
+        ("mtd:2026-10-02..2026-10-11", "the first day of its month"),
+        ("mtd:2026-10-01..2026-11-02", "within one month"),
     ],
 )
 def test_parse_period_rejects(text, message):
@@ -238,7 +243,7 @@ def test_other_text_is_neither(text):
         (period_of("year", D(2026, 8, 1)), "2026", "2026"),
         (period_of("day", D(2026, 10, 26)), "26 Oct 2026", "2026-10-26"),
         (
-            span(D(2026, 1, 1), D(2026, 11, 26), RANGE, ytd=True),
+            span(D(2026, 1, 1), D(2026, 11, 26), RANGE, "year"),
             "1 Jan – 25 Nov 2026",
             "ytd:2026-01-01..2026-11-26",
         ),
@@ -294,15 +299,37 @@ def test_label_and_key(period, label, key):
         ),
         # Year to date: the same span a year before and after.
         (
-            span(D(2026, 1, 1), D(2026, 11, 26), RANGE, ytd=True),
-            span(D(2025, 1, 1), D(2025, 11, 26), RANGE, ytd=True),
-            span(D(2027, 1, 1), D(2027, 11, 26), RANGE, ytd=True),
+            span(D(2026, 1, 1), D(2026, 11, 26), RANGE, "year"),
+            span(D(2025, 1, 1), D(2025, 11, 26), RANGE, "year"),
+            span(D(2027, 1, 1), D(2027, 11, 26), RANGE, "year"),
+        ),
+        # A month, quarter or week so far: the same number of days of the one before and after,
+        # as many as it has.
+        (
+            span(D(2026, 11, 1), D(2026, 11, 26), RANGE, "month"),
+            span(D(2026, 10, 1), D(2026, 10, 26), RANGE, "month"),
+            span(D(2026, 12, 1), D(2026, 12, 26), RANGE, "month"),
+        ),
+        (
+            span(D(2026, 3, 1), D(2026, 3, 31), RANGE, "month"),  # 1–30 March
+            span(D(2026, 2, 1), D(2026, 3, 1), RANGE, "month"),  # February has 28 days
+            span(D(2026, 4, 1), D(2026, 5, 1), RANGE, "month"),
+        ),
+        (
+            span(D(2026, 10, 1), D(2026, 11, 26), RANGE, "quarter"),  # 56 days of Q4
+            span(D(2026, 7, 1), D(2026, 8, 26), RANGE, "quarter"),
+            span(D(2027, 1, 1), D(2027, 2, 26), RANGE, "quarter"),
+        ),
+        (
+            span(D(2026, 11, 23), D(2026, 11, 26), RANGE, "week"),
+            span(D(2026, 11, 16), D(2026, 11, 19), RANGE, "week"),
+            span(D(2026, 11, 30), D(2026, 12, 3), RANGE, "week"),
         ),
         # Through 29 February becomes through 28 February in a common year.
         (
-            span(D(2028, 1, 1), D(2028, 3, 1), RANGE, ytd=True),
-            span(D(2027, 1, 1), D(2027, 3, 1), RANGE, ytd=True),
-            span(D(2029, 1, 1), D(2029, 3, 1), RANGE, ytd=True),
+            span(D(2028, 1, 1), D(2028, 3, 1), RANGE, "year"),
+            span(D(2027, 1, 1), D(2027, 3, 1), RANGE, "year"),
+            span(D(2029, 1, 1), D(2029, 3, 1), RANGE, "year"),
         ),
     ],
 )
@@ -321,7 +348,7 @@ def test_previous_and_next(period, previous, following):
         (period_of("month", D(2028, 2, 1)), 29),
         (period_of("year", D(2028, 2, 1)), 366),
         (period_of("week", D(2026, 2, 1)), 7),
-        (span(D(2026, 1, 1), D(2026, 11, 26), RANGE, ytd=True), 329),
+        (span(D(2026, 1, 1), D(2026, 11, 26), RANGE, "year"), 329),
     ],
 )
 def test_days(period, days):
@@ -417,8 +444,20 @@ def years_to_date() -> st.SearchStrategy[Period]:
     # A span through 29 February maps to 28 February and can't map back; leave it out.
     last_days = days_in_range.filter(lambda day: (day.month, day.day) != (2, 29))
     return last_days.map(
-        lambda day: Period(D(day.year, 1, 1), day + timedelta(days=1), RANGE, True)
+        lambda day: Period(D(day.year, 1, 1), day + timedelta(days=1), RANGE, "year")
     )
+
+
+def weeks_months_quarters_so_far(*, shortest_only: bool = False) -> st.SearchStrategy[Period]:
+    """A week, month or quarter up to a day. With `shortest_only`, no longer than the shortest
+    of its grain: a longer one maps to a shorter neighbour whole and can't map back."""
+
+    def so_far(grain: str, day: date) -> Period:
+        return Period(period_of(grain, day).start, day + timedelta(days=1), RANGE, grain)
+
+    periods = st.builds(so_far, st.sampled_from(["week", "month", "quarter"]), days_in_range)
+    shortest = {"week": 7, "month": 28, "quarter": 89}
+    return periods.filter(lambda p: p.days <= shortest[p.so_far]) if shortest_only else periods
 
 
 @given(grains, st.integers(min_value=1950, max_value=2100))
@@ -437,7 +476,14 @@ def test_periods_of_a_grain_tile_a_year(grain, year):
         day += timedelta(days=1)
 
 
-@given(st.one_of(st.builds(period_of, grains, days_in_range), ranges(), years_to_date()))
+@given(
+    st.one_of(
+        st.builds(period_of, grains, days_in_range),
+        ranges(),
+        years_to_date(),
+        weeks_months_quarters_so_far(shortest_only=True),
+    )
+)
 @settings(max_examples=200)
 def test_previous_and_next_are_inverse(period):
     assert period.previous().next() == period
@@ -445,7 +491,14 @@ def test_previous_and_next_are_inverse(period):
     assert period.previous() < period < period.next()
 
 
-@given(st.one_of(st.builds(period_of, grains, days_in_range), ranges(), years_to_date()))
+@given(
+    st.one_of(
+        st.builds(period_of, grains, days_in_range),
+        ranges(),
+        years_to_date(),
+        weeks_months_quarters_so_far(),
+    )
+)
 @settings(max_examples=200)
 def test_key_round_trips(period):
     later = datetime(2101, 1, 1, tzinfo=UTC)
