@@ -1,5 +1,6 @@
 """Every environment variable of PRODUCT.md › Interfaces, typed, read once in the entry point."""
 
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -13,7 +14,10 @@ DEFAULT_DATABASE_URL = "sqlite:///kpibot.db"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    # An empty variable (`PORT=` copied from .env.example) means its default, not an error.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", case_sensitive=False, env_ignore_empty=True
+    )
 
     slack_bot_token: SecretStr = SecretStr("")
     slack_signing_secret: SecretStr = SecretStr("")
@@ -51,7 +55,10 @@ class Settings(BaseSettings):
 
     @field_validator("slack_api_url")
     @classmethod
-    def trailing_slash(cls, value: str) -> str:
+    def web_api_url(cls, value: str) -> str:
+        url = urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise ValueError(f"not an http(s) URL: {value!r} (Slack's is https://slack.com/api/)")
         # slack_sdk joins method names onto base_url, so it must end with a slash.
         return value if value.endswith("/") else value + "/"
 

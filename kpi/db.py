@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, create_engine
 
-from kpi.errors import StoreBusy
+from kpi.errors import StoreBusy, StoreUnavailable
 
 SQLITE_BUSY_MS = 10_000
 # How long an answer waits for a table another transaction has locked: Slack wants the reply
@@ -60,7 +60,12 @@ def upgrade(engine: Engine) -> None:
 
 def open_store(url: str) -> Engine:
     engine = make_engine(url)
-    upgrade(engine)
+    try:
+        upgrade(engine)
+    except OperationalError as error:  # the first connection: say which setting to look at
+        engine.dispose()
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        raise StoreUnavailable(f"DATABASE_URL: cannot open the store: {reason}") from None
     return engine
 
 

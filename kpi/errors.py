@@ -57,5 +57,9 @@ class StoreBusy(KpibotError):
         super().__init__("The KPI store is busy loading a big import. Try again in a few seconds.")
 
 
+class StoreUnavailable(KpibotError):
+    """The store cannot be reached or opened (a missing directory, a server that is down)."""
+
+
 class PermissionDenied(KpibotError):
     """The user may see the KPI but not change it."""

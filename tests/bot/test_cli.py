@@ -59,6 +59,18 @@ def test_a_bad_variable_stops_any_command_with_one_line(store_env):
     assert line.startswith("kpibot: KPIBOT_TIMEZONE: unknown time zone")
 
 
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("sqlite:////nonexistent/dir/kpibot.db", "unable to open database file"),
+        ("postgresql+psycopg://postgres@127.0.0.1:1/test", "Connection refused"),
+    ],
+)
+def test_a_store_that_cannot_be_opened_is_one_line_naming_the_variable(url, reason):
+    line = error_line(run("ask", "dso", env={"DATABASE_URL": url}))
+    assert line.startswith("kpibot: DATABASE_URL: cannot open the store:") and reason in line
+
+
 def test_a_bad_as_of_is_one_line(store_env):
     result = run("ask", "dso", "--as-of", "yesterday-ish", env=store_env)
     assert result.returncode == 2 and "not a moment" in result.stderr

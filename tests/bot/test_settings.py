@@ -29,6 +29,8 @@ def test_every_variable_has_a_one_line_comment():
         ("DATABASE_URL", "mysql://x@y/z", "DATABASE_URL: use sqlite:///FILE or postgresql"),
         ("PORT", "eighty", "PORT: Input should be a valid integer"),
         ("PORT", "70000", "PORT: Input should be less than or equal to 65535"),
+        ("SLACK_API_URL", "notaurl", "SLACK_API_URL: not an http(s) URL: 'notaurl'"),
+        ("SLACK_API_URL", "ftp://slack.com/api/", "SLACK_API_URL: not an http(s) URL"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(monkeypatch, variable, value, message):
@@ -52,3 +54,12 @@ def test_values_are_read_from_dot_env(tmp_path, monkeypatch):
     settings = load_settings()
     assert settings.admins == {"U1", "U2"}
     assert settings.slack_api_url == "http://127.0.0.1:9/api/"
+
+
+def test_an_empty_variable_means_its_default(monkeypatch):
+    for name in ("PORT", "KPIBOT_TIMEZONE", "SLACK_API_URL", "DATABASE_URL"):
+        monkeypatch.setenv(name, "")
+    settings = load_settings()
+    assert (settings.port, settings.kpibot_timezone) == (3000, "UTC")
+    assert settings.slack_api_url == "https://slack.com/api/"
+    assert settings.database_url == "sqlite:///kpibot.db"
