@@ -1,12 +1,20 @@
 """The KPI catalog as YAML: validated whole before anything is written, then merged."""
 
+import re
 from datetime import date, datetime
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    field_validator,
+)
 from sqlmodel import Session, select
 
 from kpi import store
@@ -32,8 +40,43 @@ def _visibility(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+# Slack ids a visibility list may hold: public and private channels, user groups.
+_AUDIENCE_ID = re.compile(r"[CGS][A-Z0-9]+")
+
+
+def _audience_ids(value: list[str]) -> list[str]:
+    for item in value:
+        if not _AUDIENCE_ID.fullmatch(item):
+            raise ValueError(
+                f"{item!r} is not a channel or user-group id (C…, G… or S…); "
+                "write public or a list of ids"
+            )
+    return value
+
+
+def _no_bool(value: Any) -> Any:
+    """YAML's `true` is not a number (pydantic's lax mode would read it as 1)."""
+    if isinstance(value, bool):
+        raise ValueError("Input should be a number, not true or false")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_no_bool)]
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """YAML without implicit dates: a date stays text for pydantic, so a bad one (2027-13-45)
+    is named by its path instead of failing the whole file."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False)
+    model_config = ConfigDict(extra="forbid", strict=False, allow_inf_nan=False)
 
 
 class MeasureSpec(Strict):
@@ -44,8 +87,8 @@ class MeasureSpec(Strict):
 
 
 class TargetSpec(Strict):
-    target: float
-    warn: float | None = None
+    target: Number
+    warn: Number | None = None
     due: date | None = None
 
 
@@ -58,12 +101,14 @@ class KpiSpec(Strict):
     unit: str | None = None
     better: Literal["lower", "higher"] | None = None
     cadence: CADENCES | None = None
-    target: float | None = None
-    warn: float | None = None
+    target: Number | None = None
+    warn: Number | None = None
     due: date | None = None
     owner: str | None = None
     channel: str | None = None
-    visibility: Annotated[list[str], BeforeValidator(_visibility)] | None = None
+    visibility: (
+        Annotated[list[str], BeforeValidator(_visibility), AfterValidator(_audience_ids)] | None
+    ) = None
     alert_by: str | None = None
     renotify: Annotated[float, BeforeValidator(_hours)] | None = None
     source: str | None = None
@@ -86,7 +131,7 @@ class CatalogSpec(Strict):
 
 def read_spec(path: Path | str) -> CatalogSpec:
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_YamlLoader) or {}
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror}") from None
     except yaml.YAMLError as error:

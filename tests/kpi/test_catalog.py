@@ -97,6 +97,39 @@ def test_a_warn_on_the_better_side_of_its_target_is_named_and_nothing_is_written
     }
 
 
+def test_values_yaml_or_pydantic_would_take_wrongly_are_named_by_their_path(
+    catalog_engine, tmp_path
+):
+    """A bad date failed the whole parse; NaN reached the database; `true` became a target of
+    1; a word as visibility hid the KPI from everyone."""
+    path = tmp_path / "catalog.yaml"
+    path.write_text(
+        "kpis:\n"
+        "  dso: {due: 2027-13-45, target: .nan}\n"
+        "  system_uptime: {target: true, warn: .inf}\n"
+        "  security_incidents: {visibility: secret}\n"
+        "  back_office_complaints: {visibility: [C0FIN, hr team]}\n"
+        "  finance_error_rate: {due: 2027-06-30, visibility: [C0FIN, S0HR]}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        catalog.read_spec(path)
+    lines = str(caught.value).splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "kpis.dso.target",
+        "kpis.dso.due",
+        "kpis.system_uptime.target",
+        "kpis.system_uptime.warn",
+        "kpis.security_incidents.visibility",
+        "kpis.back_office_complaints.visibility",
+    ]
+    assert "finite number" in lines[0] and "not true or false" in lines[2]
+    assert "'secret' is not a channel or user-group id" in lines[4]
+    path.write_text("kpis:\n  dso: {due: 2027-06-30, visibility: [C0FIN, S0HR]}\n")
+    spec = catalog.read_spec(path)
+    assert spec.kpis["dso"].due.isoformat() == "2027-06-30"
+    assert spec.kpis["dso"].visibility == ["C0FIN", "S0HR"]
+
+
 def test_a_target_moved_past_its_band_drops_the_band(catalog_engine):
     """dso is 45 with a band up to 55: a target of 60 leaves 55 on its better side, where it
     would bound nothing."""
