@@ -47,9 +47,14 @@ class Applied:
     delivery: str
 
 
+# Counts of a pass that are not evaluations: messages told again, and messages not told.
+RETRIED, NOT_SENT = "retried", "not sent"
+
+
 def run_alerts(services: Services, *, as_of: datetime) -> Counter:
-    """One pass over every alert; returns counts of transitions by kind."""
-    retried = retry_unsent(services, as_of)
+    """One pass over every alert; returns counts of transitions by kind, of messages of earlier
+    passes told now (RETRIED) and of messages that could not be told (NOT_SENT)."""
+    counts = retry_unsent(services, as_of)
     with Session(services.engine) as session:
         snap = services.kpis.snapshot(session)
         readings = read_all(session, snap.catalog, as_of, services.settings.tz)
@@ -58,14 +63,13 @@ def run_alerts(services: Services, *, as_of: datetime) -> Counter:
         alerts = {(a.kpi_key, a.dim, a.dim_value): a for a in rows}
         open_ids = [a.incident_id for a in alerts.values() if a.incident_id]
         opened = {i.id: i for i in session.exec(select(Incident).where(Incident.id.in_(open_ids)))}
-    counts: Counter = Counter({"retried": retried} if retried else {})
     for reading in readings:
         alert = alerts.get(reading.key)
         incident = opened.get(alert.incident_id) if alert and alert.incident_id else None
         outcome, applied = apply(services, reading, alert, incident, as_of)
         counts[outcome] += 1
-        if applied is not None:
-            tell(services, applied, as_of)
+        if applied is not None and not tell(services, applied, as_of):
+            counts[NOT_SENT] += 1
     return counts
 
 
@@ -203,16 +207,17 @@ def _update_incident(incident: Incident, kind: Kind, transition: Transition, now
         incident.last_notified_at = now
 
 
-def retry_unsent(services: Services, now: datetime) -> int:
-    """Tell again what a crashed or failed pass decided but never got to Slack (after its lease)."""
+def retry_unsent(services: Services, now: datetime) -> Counter:
+    """Tell again what a crashed or failed pass decided but never got to Slack (after its
+    lease), or could not tell for want of a channel."""
+    counts: Counter = Counter()
     with Session(services.engine) as session:
         pending = claims.unsent(session, kind="alert")
         if not pending:
-            return 0
+            return counts
         snap = services.kpis.snapshot(session)
         wanted = {(delivery.payload or {}).get("alert") for delivery in pending}
         alerts = {a.id: a for a in session.exec(select(Alert).where(Alert.id.in_(wanted)))}
-    retried = 0
     for delivery in pending:
         payload = delivery.payload or {}
         alert = alerts.get(payload.get("alert"))
@@ -242,27 +247,25 @@ def retry_unsent(services: Services, now: datetime) -> int:
             kpi.target_for(scope),
             period,
         )
-        tell(
-            services, Applied(transition, reading, payload["incident"], alert.id, delivery.key), now
-        )
-        retried += 1
-    return retried
+        applied = Applied(transition, reading, payload["incident"], alert.id, delivery.key)
+        counts[RETRIED if tell(services, applied, now) else NOT_SENT] += 1
+    return counts
 
 
 # -- telling Slack ------------------------------------------------------------------------------
 
 
-def tell(services: Services, applied: Applied, now: datetime) -> None:
+def tell(services: Services, applied: Applied, now: datetime) -> bool:
+    """Post or update the alert's message; False when it could not be told (to be retried)."""
     kpi = applied.reading.kpi
     channel = kpi.kpi.channel or services.settings.kpibot_alert_channel
     if not channel or not Viewer(channel=channel).may_see(kpi.kpi):
-        log.warning(
-            "alert on %s not posted: %s",
-            kpi.key,
-            "no alert channel" if not channel else f"{channel} may not see this KPI",
-        )
-        _settle(services, applied, None, "not posted")
-        return
+        reason = "no alert channel" if not channel else f"{channel} may not see this KPI"
+        with session_scope(services.engine) as session:
+            first = claims.release(session, key=applied.delivery, error=reason)
+        say = log.warning if first else log.debug  # warned once, retried every pass
+        say("alert on %s not posted: %s (posted once that is fixed)", kpi.key, reason)
+        return False
     try:
         ts = _send(services, applied, channel, now)
     except SLACK_ERRORS as error:
@@ -274,8 +277,9 @@ def tell(services: Services, applied: Applied, now: datetime) -> None:
                 error=str(error),
                 final=isinstance(error, PermanentFailure),
             )
-        return
-    _settle(services, applied, ts, "")
+        return False
+    _settle(services, applied, ts)
+    return True
 
 
 def _send(services: Services, applied: Applied, channel: str, now: datetime) -> str:
@@ -349,12 +353,9 @@ def _note(services, incident, alert, applied: Applied, now: datetime) -> dict:
     return values | {"at": incidents.moment(now, services.settings.tz)}
 
 
-def _settle(services: Services, applied: Applied, ts: str | None, error: str) -> None:
+def _settle(services: Services, applied: Applied, ts: str) -> None:
     with session_scope(services.engine) as session:
-        if ts is None:
-            claims.mark_failed(session, key=applied.delivery, error=error, final=True)
-        else:
-            claims.mark_sent(session, key=applied.delivery, ts=ts, now=services.clock())
+        claims.mark_sent(session, key=applied.delivery, ts=ts, now=services.clock())
 
 
 # -- buttons ------------------------------------------------------------------------------------

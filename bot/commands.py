@@ -147,7 +147,10 @@ def digest_run(args: argparse.Namespace, settings: Settings) -> int:
 
     services = _posting_services(settings, build_services)
     try:
-        counts = send_due(services, as_of=args.as_of or services.clock())
+        # Now, as the scheduler would (nothing from before the week of subscribing); --as-of
+        # sends what was due then, whenever the subscription was made (PRODUCT.md).
+        as_of, since_subscribed = args.as_of or services.clock(), args.as_of is None
+        counts = send_due(services, as_of=as_of, since_subscribed=since_subscribed)
     finally:
         services.close()
     print(
@@ -164,7 +167,7 @@ def _posting_services(settings: Settings, build_services):
 
 
 def alerts_run(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.alerts import run_alerts
+    from bot.alerts import NOT_SENT, run_alerts
     from bot.services import build_services
 
     services = _posting_services(settings, build_services)
@@ -173,9 +176,12 @@ def alerts_run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         services.close()
     print(alerts_line(counts))
-    return 0
+    return 1 if counts[NOT_SENT] else 0
 
 
 def alerts_line(counts) -> str:
+    from bot.alerts import NOT_SENT, RETRIED
+
+    evaluated = sum(n for kind, n in counts.items() if kind not in (RETRIED, NOT_SENT))
     told = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()) if kind != "unchanged")
-    return f"alerts: {sum(counts.values())} evaluated · {told or 'no changes'}"
+    return f"alerts: {evaluated} evaluated · {told or 'no changes'}"

@@ -94,6 +94,19 @@ def mark_failed(session: Session, *, key: str, error: str, final: bool) -> None:
     session.execute(update(Delivery).where(Delivery.key == key).values(**values))
 
 
+def release(session: Session, *, key: str, error: str) -> bool:
+    """A send that could not start for want of configuration (no channel to post to): the next
+    pass tries again, and the wait uses up none of its attempts. True the first time for this
+    reason (tell someone once)."""
+    before = session.exec(select(Delivery.error).where(Delivery.key == key)).first()
+    session.execute(
+        update(Delivery)
+        .where(Delivery.key == key)
+        .values(state="failed", error=error[:500], attempts=Delivery.attempts - 1)
+    )
+    return before != error[:500]
+
+
 def unsent(session: Session, *, kind: str) -> list[Delivery]:
     """Deliveries of `kind` that never went out and may still be retried, oldest first."""
     query = select(Delivery).where(

@@ -161,3 +161,24 @@ def test_import_evaluates_alerts_when_it_can_post(store_env, tmp_path):
         result = run("import", str(breach), env=env)
         assert result.returncode == 0 and "alerts:" in result.stdout, result.stderr
         assert any("Days Sales Outstanding" in m["text"] for m in slack.messages("C0ALERTS"))
+
+
+def test_alerts_run_tells_an_alert_once_a_channel_is_set_and_fails_until_then(store_env, tmp_path):
+    """Without KPIBOT_ALERT_CHANNEL the breach is not told: the run exits 1, and the next run
+    with a channel posts it (it used to be dropped for good)."""
+    from bot.standin import SlackStandin
+
+    breach = tmp_path / "breach.csv"
+    breach.write_text(
+        "measure,date,value\nar_balance,2026-10-31,900000\ncredit_sales,2026-10-05,100000\n"
+    )
+    assert run("import", str(breach), env=store_env).returncode == 0
+    with SlackStandin() as slack:
+        env = store_env | {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_API_URL": slack.url}
+        as_of = ["--as-of", "2026-11-10T09:00"]
+        unset = run("alerts", "run", *as_of, env=env)
+        assert unset.returncode == 1 and "not sent" in unset.stdout, unset.stdout
+        assert not slack.calls_to("chat.postMessage")
+        told = run("alerts", "run", *as_of, env=env | {"KPIBOT_ALERT_CHANNEL": "C0ALERTS"})
+        assert told.returncode == 0 and "retried" in told.stdout, told.stdout + told.stderr
+        assert any("Days Sales Outstanding" in m["text"] for m in slack.messages("C0ALERTS"))

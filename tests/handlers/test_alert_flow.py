@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from sqlmodel import Session, select
 
 from bot import ids
-from bot.alerts import apply, run_alerts
+from bot.alerts import NOT_SENT, RETRIED, apply, run_alerts
 from bot.blockkit import validate
 from kpi import catalog
 from kpi.db import session_scope
@@ -194,7 +194,7 @@ def test_stale_data_opens_a_no_data_alert(served):
     assert "no recent data" in message["text"]
 
 
-def test_a_kpi_its_alert_channel_may_not_see_is_not_posted_and_warned_once(served, caplog):
+def test_a_kpi_its_alert_channel_may_not_see_is_warned_once_and_posted_once_it_may(served, caplog):
     caplog.set_level(logging.WARNING, logger="kpibot")
     with session_scope(served.services.engine) as session:
         spec = catalog.parse_spec({"kpis": {"employee_satisfaction": {"channel": ALERTS}}})
@@ -204,11 +204,21 @@ def test_a_kpi_its_alert_channel_may_not_see_is_not_posted_and_warned_once(serve
         [("satisfaction_score", date(2026, 9, 10), 2.0, {"branch": "Berlin"})],
         tz=UTC_ZONE,
     )
-    alerts_run(served)
-    alerts_run(served)
+    assert alerts_run(served)[NOT_SENT] == 1
+    assert alerts_run(served)[NOT_SENT] == 1  # tried again, not warned again
     assert not [m for m in top_level(served) if "Employee Satisfaction" in m["text"]]
-    warnings = [r for r in caplog.records if "employee_satisfaction" in r.getMessage()]
+    warnings = [
+        r
+        for r in caplog.records
+        if "employee_satisfaction" in r.getMessage() and r.levelno == logging.WARNING
+    ]
     assert len(warnings) == 1 and "may not see" in warnings[0].getMessage()
+    with session_scope(served.services.engine) as session:
+        spec = catalog.parse_spec({"kpis": {"employee_satisfaction": {"visibility": [ALERTS]}}})
+        catalog.apply(spec, session, actor="test", now=NOW)
+    counts = alerts_run(served)
+    assert counts[RETRIED] == 1 and not counts[NOT_SENT]
+    assert [m for m in top_level(served) if "Employee Satisfaction" in m["text"]]
 
 
 def test_kpi_alerts_lists_the_open_alerts_the_asker_may_see(served):
