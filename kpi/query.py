@@ -17,6 +17,7 @@ from typing import Generic, TypeVar
 from zoneinfo import available_timezones
 
 from rapidfuzz import fuzz, process
+from rapidfuzz.distance import OSA
 
 from kpi.errors import PeriodError, QueryError, UnknownKpi
 from kpi.periods import (
@@ -152,9 +153,16 @@ def parse(
     if not words:
         return Help()
     command = _COMMANDS.get(words[0].casefold())
+    if command is None and _names_an_area(words, context):
+        return _list(words, context)  # `/kpi finance`: the area's KPIs
     if command is None or _names_kpi_beyond_first_word(words, context):
         return _ask(words, context)
     return command(words[1:], context)
+
+
+def _names_an_area(words: list[str], context: _Context) -> bool:
+    found = context.area_names.match(words, 0)
+    return found is not None and found[1] == len(words) and not context.kpi_names.match(words, 0)
 
 
 def _names_kpi_beyond_first_word(words: list[str], context: _Context) -> bool:
@@ -229,10 +237,15 @@ class _Lookup(Generic[T]):
         phrase = _phrase(text)
         if len(phrase) < 2:
             return None  # WRatio rates one letter found anywhere as a 90% match
-        found = process.extractOne(
-            phrase, list(self._by_phrase), scorer=fuzz.WRatio, score_cutoff=SUGGEST_CUTOFF
-        )
-        return (self._by_phrase[found[0]][0], found[1]) if found else None
+        names = list(self._by_phrase)
+        found = process.extractOne(phrase, names, scorer=fuzz.WRatio, score_cutoff=SUGGEST_CUTOFF)
+        if found:
+            return self._by_phrase[found[0]][0], found[1]
+        if len(phrase) < 3:
+            return None
+        # Two letters swapped in a short name (`dos`) score low on WRatio but are one edit.
+        swapped = process.extractOne(phrase, names, scorer=OSA.distance, score_cutoff=1)
+        return (self._by_phrase[swapped[0]][0], SUGGEST_CUTOFF) if swapped else None
 
 
 class Vocabulary:
@@ -268,7 +281,7 @@ class _Context:
         self.as_of, self.tz = as_of, tz
 
     def example_kpi(self) -> str:
-        return next(iter(self.kpis), "dso")
+        return "dso" if "dso" in self.kpis else next(iter(self.kpis), "dso")
 
     def ask_example(self, kpi_key: str) -> str:
         dim = next(iter(self.dimensions), None)
@@ -460,6 +473,12 @@ def _kpi(
     while end < len(words) and not _starts_rest(words, end, context, stop_at_number):
         end += 1
     if end == start:
+        # What follows reads as a period or a dimension value (`finance eror rate`: a team
+        # called Finance), but the whole may still be a misspelt KPI name.
+        name = " ".join(words[start:])
+        suggestion = _kpi_suggestion(name, context)
+        if suggestion:
+            raise UnknownKpi(_echo(name), suggestion)
         raise QueryError(
             "Which KPI? Start with its name.", example=f"/kpi {context.example_kpi()} last month"
         )

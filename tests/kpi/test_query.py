@@ -93,6 +93,9 @@ def months(count: int) -> list[Period]:
         ("list all", ListKpis(None)),
         ("list finance", ListKpis("Finance")),
         ("LIST Back Office", ListKpis("Back office")),
+        # An area alone lists it; an area's words inside a KPI name do not.
+        ("finance", ListKpis("Finance")),
+        ("Back office", ListKpis("Back office")),
         ("list the hr kpis", ListKpis("HR")),
         ("alerts", Alerts()),
         ("ALERTS!", Alerts()),
@@ -259,6 +262,12 @@ def test_subscribe(text, expected):
         ("by branch", QueryError, "Which KPI"),
         ("trend", QueryError, "Which KPI"),
         ("trend dsoo", UnknownKpi, "Did you mean `dso`"),
+        # Two letters swapped in a short name are one edit away.
+        ("dos", UnknownKpi, "“dos”. Did you mean `dso` — Days Sales Outstanding?"),
+        ("trend dos 12w", UnknownKpi, "Did you mean `dso`"),
+        # Words that read as a dimension value first (a team called Payroll) or a period.
+        ("payroll eror rate", UnknownKpi, "Did you mean `finance_error_rate`"),
+        ("Payroll", QueryError, "Which KPI"),
         # what follows a KPI
         ("dso foo", QueryError, "I don't understand “foo”"),
         ("dso 45", QueryError, "I don't understand “45”"),
