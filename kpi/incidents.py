@@ -135,6 +135,8 @@ def _off_by(value: float | None, target: float | None, unit: str, better: str) -
     gap = value - target if better == "lower" else target - value
     if gap <= 0:
         return ""
-    percent = f" ({gap / abs(target) * 100:.0f} %)" if target else ""
     side = "over" if better == "lower" else "under"
+    if unit == "%":  # percentage points; a percentage of a percentage would only confuse
+        return f"{fmt(gap, unit).removesuffix(' %')} pp {side} target"
+    percent = f" ({gap / abs(target) * 100:.0f} %)" if target else ""
     return f"{fmt(gap, unit)} {side} target{percent}"

@@ -6,6 +6,7 @@ from itertools import product
 import pytest
 
 from kpi.alerts import Kind, Open, Policy, State, decide
+from kpi.incidents import _off_by
 
 NOW = datetime(2026, 11, 10, 9, 0, tzinfo=UTC)
 POLICY = Policy(renotify=timedelta(hours=24), recovery_holds=1)
@@ -100,3 +101,18 @@ def test_a_snooze_silences_repeats_and_notes_until_it_ends():
 def test_renotify_is_per_policy():
     weekly = Policy(renotify=timedelta(days=7))
     assert decide(incident(OFF, notified_hours_ago=48), OFF, NOW, weekly).kind is Kind.NOTHING
+
+
+@pytest.mark.parametrize(
+    ("value", "target", "unit", "better", "expected"),
+    [
+        # DSO 100.8 days against 45: 55.8 days over, 124 % of the target.
+        (100.8, 45.0, "days", "lower", "55.8 days over target (124 %)"),
+        # An error rate of 1.17 % against 1 %: 0.17 percentage points, not "0.17 % (17 %)".
+        (1.17, 1.0, "%", "lower", "0.17 pp over target"),
+        (99.5, 99.9, "%", "higher", "0.40 pp under target"),
+        (40.0, 45.0, "days", "lower", ""),  # on the good side: nothing to say
+    ],
+)
+def test_how_far_off_target_an_alert_says_it_is(value, target, unit, better, expected):
+    assert _off_by(value, target, unit, better) == expected
