@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_lazy("bot.commands", "demo"))
 
     ask = sub.add_parser("ask", help='answer as /kpi would, e.g. kpibot ask "dso last month"')
-    ask.add_argument("text", nargs="?", default="", metavar="TEXT")
+    # Several words are one question: `kpibot ask dso last month` as `kpibot ask "dso last month"`.
+    ask.add_argument("text", nargs="*", metavar="TEXT")
     add_as_of(ask)
     ask.add_argument("--json", action="store_true", help="print the Block Kit JSON")
     ask.add_argument("--out", metavar="FILE.png", help="write the trend chart to this file")
@@ -110,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, f"{error}{example}")
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `kpibot ask list | head -3`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as error:  # the CLI's boundary: one line, never a traceback unless asked
         logging.getLogger("kpibot").debug("failed", exc_info=True)
         return _fail(args, f"unexpected error: {type(error).__name__}: {error}")

@@ -123,20 +123,24 @@ def demo(args, settings):
 
 
 def ask(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.answers import chart_png, render_reply
+    from bot.answers import chart_png, render_reply, share_value
     from bot.render import plain_text
     from kpi.service import KpiService, Viewer
 
     service = KpiService(open_engine(settings), tz=settings.tz)
     as_of = args.as_of or datetime.now(settings.tz)
     viewer = Viewer(user=args.user, channel=args.channel, sees_all=not (args.user or args.channel))
-    reply = service.ask(args.text, viewer=viewer, as_of=as_of)
-    message = render_reply(reply)
+    text = " ".join(args.text)
+    reply = service.ask(text, viewer=viewer, as_of=as_of)
+    message = render_reply(reply, share=share_value(reply, text, as_of))  # as Slack gets it
     print(json.dumps(message, indent=2, ensure_ascii=False) if args.json else plain_text(message))
     if args.out:
         if reply.trend is None:
             raise KpibotError("--out writes a trend chart: ask for a trend, e.g. `trend dso 12m`.")
-        Path(args.out).write_bytes(chart_png(reply))
+        try:
+            Path(args.out).write_bytes(chart_png(reply))
+        except OSError as error:
+            raise KpibotError(f"cannot write {args.out}: {error.strerror or error}") from None
         print(f"chart written to {args.out}")
     return 0
 

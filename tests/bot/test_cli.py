@@ -126,6 +126,27 @@ def test_ask_prints_the_answer_and_json_and_a_chart(store_env, tmp_path):
     assert Path(out).stat().st_size < 150_000
 
 
+def test_ask_takes_unquoted_words_and_says_why_it_cannot_write_a_chart(store_env, tmp_path):
+    as_of = ["--as-of", "2026-11-02T09:05"]
+    quoted = run("ask", "dso last month", "--json", *as_of, env=store_env)
+    unquoted = run("ask", "dso", "last", "month", "--json", *as_of, env=store_env)
+    assert unquoted.returncode == 0 and unquoted.stdout == quoted.stdout
+    assert "share_answer" in quoted.stdout  # the JSON Slack gets, its Share button included
+    line = error_line(run("ask", "trend dso 6m", "--out", str(tmp_path / "no" / "a.png"),
+                          *as_of, env=store_env))  # fmt: skip
+    assert line.startswith("kpibot: cannot write") and "No such file or directory" in line
+
+
+def test_a_reader_that_stops_early_is_not_an_error(store_env):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "KPIBOT_"))}
+    reader = subprocess.Popen(["head", "-c", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    asked = subprocess.run([*KPIBOT, "ask", "list"], stdout=reader.stdin, stderr=subprocess.PIPE,
+                           text=True, env=env | store_env, timeout=120)  # fmt: skip
+    reader.stdin.close()
+    reader.wait(timeout=10)
+    assert asked.returncode == 0 and asked.stderr == ""
+
+
 def test_import_reports_every_bad_line_and_stores_nothing(store_env, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text(
