@@ -33,11 +33,14 @@ def catalog_load(args: argparse.Namespace, settings: Settings) -> int:
     engine = open_engine(settings)
     with session_scope(engine) as session:
         counts = catalog.apply(spec, session, actor="cli", now=now())
-    print(
-        f"catalog loaded: {counts['measures']} measures, {counts['kpis']} KPIs, "
-        f"{counts['targets']} targets added or changed"
-    )
+    parts = [_count(counts["measures"], "measure"), _count(counts["kpis"], "KPI")]
+    parts.append(_count(counts["targets"], "target"))
+    print(f"catalog loaded: {', '.join(parts)} added or changed")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:

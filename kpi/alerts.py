@@ -21,6 +21,7 @@ STATUS_STATES = {
     "on_target": State.OK,
     "at_risk": State.AT_RISK,
     "off_target": State.OFF_TARGET,
+    "no_target": State.OK,  # nothing to breach
     "no_data": State.NO_DATA,
 }
 RANK = {State.OK: 0, State.AT_RISK: 1, State.OFF_TARGET: 2, State.NO_DATA: 2}

@@ -9,12 +9,14 @@ STATUS_EMOJI = {
     "on_target": ":large_green_circle:",
     "at_risk": ":large_yellow_circle:",
     "off_target": ":red_circle:",
+    "no_target": ":heavy_minus_sign:",
     "no_data": ":white_circle:",
 }
 STATUS_WORDS = {
     "on_target": "on target",
     "at_risk": "at risk",
     "off_target": "off target",
+    "no_target": "no target",
     "no_data": "no data",
 }
 

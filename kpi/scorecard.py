@@ -15,7 +15,7 @@ from kpi.views import change_text, status_view, target_line, unit_of
 
 SPARK_PERIODS = 8
 MAX_LINES = 50
-ORDER = ("off_target", "at_risk", "on_target", "no_data")
+ORDER = ("off_target", "at_risk", "on_target", "no_target", "no_data")
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def scorecard_view(cards: Sequence[Card], *, week: Period, late: bool) -> dict:
     counts = {s: sum(1 for c in cards if c.status == s) for s in ORDER}
     summary = " · ".join(
         f"{counts[s]} {STATUS_WORDS[s]}"
-        for s in ("on_target", "at_risk", "off_target", "no_data")
+        for s in ("on_target", "at_risk", "off_target", "no_target", "no_data")
         if counts[s]
     )
     shown = list(cards)[:MAX_LINES]

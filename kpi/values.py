@@ -11,7 +11,8 @@ from kpi.formulas import Formula, parse_formula
 from kpi.models import Kpi, Measure, Target
 from kpi.periods import Period
 
-STATUSES = ("on_target", "at_risk", "off_target", "no_data")
+# `no_target`: a value with no target to judge it by (a KPI a catalog gave none).
+STATUSES = ("on_target", "at_risk", "off_target", "no_target", "no_data")
 LATE_SHARE = 10  # data may start up to a tenth of a previous period late, for a change
 
 
@@ -71,7 +72,7 @@ def status_of(value: float | None, target: Target | None, better: str) -> str:
     if value is None:
         return "no_data"
     if target is None:
-        return "on_target"
+        return "no_target"
     sign = 1 if better == "lower" else -1
     if sign * (value - target.target) <= 0:
         return "on_target"

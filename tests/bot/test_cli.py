@@ -90,7 +90,18 @@ def test_catalog_load_names_every_problem_and_writes_nothing(store_env, tmp_path
     good = tmp_path / "good.yaml"
     good.write_text("kpis:\n  dso: {target: 40}\n")
     loaded = run("catalog", "load", str(good), env=store_env)
-    assert loaded.returncode == 0 and "1 targets added or changed" in loaded.stdout
+    assert loaded.returncode == 0 and "1 target added or changed" in loaded.stdout
+
+
+def test_a_kpi_without_a_target_says_so(store_env, tmp_path):
+    spec = tmp_path / "sales.yaml"
+    spec.write_text("kpis:\n  sales: {name: Sales, formula: credit_sales, unit: EUR}\n")
+    assert run("catalog", "load", str(spec), env=store_env).returncode == 0
+    data = tmp_path / "sales.csv"
+    data.write_text("measure,date,value\ncredit_sales,2026-10-05,130000\n")
+    assert run("import", str(data), env=store_env).returncode == 0
+    answer = run("ask", "sales", "--as-of", "2026-11-02T09:05", env=store_env)
+    assert "€130,000 · no target" in answer.stdout and "on target" not in answer.stdout
 
 
 def test_a_missing_catalog_file_is_one_line(store_env, tmp_path):

@@ -141,6 +141,11 @@ def test_status_table(value, target, warn, better, expected):
     assert status_of(value, Target(kpi_key="k", target=target, warn=warn), better) == expected
 
 
+def test_a_value_without_a_target_is_not_on_target():
+    assert status_of(130_000, None, "higher") == "no_target"
+    assert status_of(None, None, "higher") == "no_data"
+
+
 def test_change_knows_better_from_the_direction():
     assert change_of(40, 50, "lower").better is True
     assert change_of(40, 50, "higher").better is False
