@@ -28,6 +28,7 @@ from kpi.values import (
     Catalog,
     Evaluated,
     KpiDef,
+    Value,
     data_starts,
     evaluate,
     load_catalog,
@@ -308,7 +309,7 @@ class KpiService:
             "target": target_line(item.target, kpi),
             "change": change_line(item, previous.label),
             "how": how_line(item, labels) if item.value.value is not None else None,
-            "reason": item.value.reason,
+            "reason": item.value.reason or _partly_covered(item.value, period),
         }
         return view
 
@@ -352,7 +353,7 @@ class KpiService:
         # Without the period the data starts in, if late into it: half a month of sales would
         # plot as a spike of DSO at the start of the line.
         found = values(session, kpi, periods, NO_SCOPE, self._data_starts(session, snap, kpi))
-        starts = next((v.starts for v in found.values() if v.starts), None)
+        starts = next((v.starts for v in found.values() if v.starts and v.value is None), None)
         unit = unit_of(kpi)
         points = []
         for i, period in enumerate(periods):
@@ -593,6 +594,17 @@ def _header(kpi: KpiDef, period, scope: Scope) -> dict:
         "period": period.label,
         "scope": filters,
     }
+
+
+def _partly_covered(value: Value, period: Period) -> str | None:
+    """A value whose data starts late into its period covers only the rest of it."""
+    if value.starts is None or value.value is None:
+        return None
+    covered = (period.end - value.starts).days
+    return (
+        f"Its data starts {fmt_day(value.starts)}: this covers {covered} of the "
+        f"{period.days} days of {period.label}."
+    )
 
 
 def _target_example(kpi: Kpi, target: float) -> str:

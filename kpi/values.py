@@ -1,7 +1,7 @@
 """KPI values: formulas over aggregated measures, targets, status, change, breakdowns, trends."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 from sqlmodel import Session, select
@@ -107,7 +107,8 @@ def values(
 ) -> dict[tuple[int, str | None], Value]:
     """The KPI for each period (and each group when `scope.by`): one query per measure. With
     `starts` (data_starts), the periods before the latest are what it is compared with, and
-    one the data starts too late in has no value (see _comparable)."""
+    one the data starts too late in has no value (see _comparable); the latest keeps its value
+    and notes where its data starts, if late into it."""
     slices = [buckets_for(p.start, p.end, p.grain) for p in periods]
     per_measure = {
         name: measure_values(session, measure, slices, scope)
@@ -122,8 +123,9 @@ def values(
         for group in groups:
             inputs = {name: found.get((i, group)) for name, found in per_measure.items()}
             value = _evaluate(kpi, inputs, period.days)
-            if starts is not None and period != latest:
-                value = _comparable(value, period, starts.get(group))
+            if starts is not None:
+                judge = _comparable if period != latest else _noted
+                value = judge(value, period, starts.get(group))
             result[(i, group)] = value
     return result
 
@@ -197,12 +199,22 @@ def data_starts(session: Session, kpi: KpiDef, scope: Scope = NO_SCOPE) -> dict[
     }
 
 
+def starts_late(period: Period, starts: date | None) -> bool:
+    """Whether data starting on `starts` misses more than the period's first tenth (a month's
+    first sale on its 3rd is fine)."""
+    return starts is not None and (starts - period.start).days > period.days // LATE_SHARE
+
+
 def _comparable(before: Value, period: Period, starts: date | None) -> Value:
     """A previous period's value, or none when its data starts too late into it to compare
-    with: a year-to-date against a year that holds two months of data is no comparison. Data
-    from the period's first tenth on is enough (a month's first sale on its 3rd is fine)."""
-    if before.value is None or starts is None:
-        return before
-    if (starts - period.start).days <= period.days // LATE_SHARE:
+    with: a year-to-date against a year that holds two months of data is no comparison."""
+    if before.value is None or not starts_late(period, starts):
         return before
     return Value(None, before.inputs, before.days, reason=f"data starts {starts}", starts=starts)
+
+
+def _noted(value: Value, period: Period, starts: date | None) -> Value:
+    """The latest period's value, noting where its data starts if late into it."""
+    if value.value is None or not starts_late(period, starts):
+        return value
+    return replace(value, starts=starts)

@@ -241,6 +241,15 @@ def test_a_month_in_progress_counts_its_days_so_far(served):
     assert "20.0 days" in reply_text(served.client.command("dso 2026-11"))
 
 
+def test_a_period_its_data_starts_late_in_says_how_much_it_covers(served):
+    # Q3: (200,000 + 100,000) receivables ÷ (200,000 + 100,000) sales × 92 days = 92.0 days,
+    # from sales that start on 3 September: 28 of Q3's 92 days.
+    text = reply_text(served.client.command("dso 2026-Q3"))
+    assert "92.0 days" in text
+    assert "Its data starts 3 Sep 2026: this covers 28 of the 92 days of Q3 2026." in text
+    assert "Its data starts" not in reply_text(served.client.command("dso"))  # October: whole
+
+
 def test_a_repeated_question_is_answered_again_after_new_data(served):
     first = served.client.command("dso")
     assert "31.0 days" in reply_text(first)
