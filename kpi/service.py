@@ -32,6 +32,7 @@ from kpi.values import (
     data_starts,
     evaluate,
     load_catalog,
+    target_over,
     values,
 )
 from kpi.views import (
@@ -306,7 +307,7 @@ class KpiService:
         view |= status_view(item.status)
         view |= {
             "value": fmt(item.value.value, unit_of(kpi)),
-            "target": target_line(item.target, kpi),
+            "target": target_line(kpi.target_for(scope.filters), kpi, period),
             "change": change_line(item, previous.label),
             "how": how_line(item, labels) if item.value.value is not None else None,
             "reason": item.value.reason or _partly_covered(item.value, period),
@@ -340,7 +341,7 @@ class KpiService:
                 )
                 if n
             ),
-            "target": target_line(kpi.target_for(scope.filters), kpi),
+            "target": target_line(kpi.target_for(scope.filters), kpi, period),
             "previous": previous.label,
         }
         return view
@@ -368,10 +369,11 @@ class KpiService:
                 }
             )
         target = kpi.target_for()
+        bucket_target = target_over(target, kpi, periods[-1])  # buckets are alike in length
         known = [p for p in points if p["value"] is not None]
         view = _header(kpi, periods[0], Scope()) | {
             "period": f"{periods[0].label} – {periods[-1].label}",
-            "target": target_line(target, kpi),
+            "target": target_line(target, kpi, periods[-1]),
             "latest": known[-1]["text"] if known else "—",
             "low": fmt(min(p["value"] for p in known), unit) if known else "—",
             "high": fmt(max(p["value"] for p in known), unit) if known else "—",
@@ -382,8 +384,8 @@ class KpiService:
         chart = {
             "title": f"{kpi.kpi.name} · {periods[0].key} – {periods[-1].key}",
             "unit": unit,
-            "target": target.target if target else None,
-            "warn": target.warn if target else None,
+            "target": bucket_target.target if bucket_target else None,
+            "warn": bucket_target.warn if bucket_target else None,
             "better": kpi.kpi.better,
         }
         return Reply("trend.json.j2", {"a": view}, kpi=kpi.key, trend=points, extra=chart)

@@ -1,5 +1,6 @@
 """KPI values: formulas over aggregated measures, targets, status, change, breakdowns, trends."""
 
+import ast
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date
@@ -27,12 +28,55 @@ class KpiDef:
     def key(self) -> str:
         return self.kpi.key
 
+    @property
+    def adds_up(self) -> bool:
+        """Whether its value over a long period is the sum of its values over the periods in
+        it: a sum of `sum` measures (incidents, complaints), no ratio, no `days`. Such a KPI's
+        target is per period of its cadence."""
+        return _adds_up(self.formula.tree.body, self.measures)
+
     def target_for(self, filters: Sequence[tuple[str, str]] = ()) -> Target | None:
         """A dimension value's own target overrides the KPI's when that value is the scope."""
         by_scope = {(t.dim, t.dim_value): t for t in self.targets}
         if len(filters) == 1 and tuple(filters[0]) in by_scope:
             return by_scope[tuple(filters[0])]
         return by_scope.get(("", ""))
+
+
+def _adds_up(node: ast.AST, measures: dict[str, Measure]) -> bool:
+    if isinstance(node, ast.Name):
+        return node.id in measures and measures[node.id].over_time == "sum"
+    if isinstance(node, ast.UnaryOp):
+        return _adds_up(node.operand, measures)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub):
+        return _adds_up(node.left, measures) and _adds_up(node.right, measures)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):  # by a constant only
+        left, right = node.left, node.right
+        if isinstance(left, ast.Constant):
+            return _adds_up(right, measures)
+        return isinstance(right, ast.Constant) and _adds_up(left, measures)
+    return False
+
+
+# Average days of a cadence's period: what a target per period of it is pro-rated by.
+CADENCE_DAYS = {"day": 1.0, "week": 7.0, "month": 365.25 / 12, "quarter": 365.25 / 4}
+
+
+def target_over(target: Target | None, kpi: KpiDef, period: Period) -> Target | None:
+    """The target over `period`. A KPI that adds up over time has one per period of its
+    cadence: over another period it is pro-rated by days (5 complaints a week are 236 in 331
+    days), or 90 complaints this year would read as 18 times over a weekly target of 5."""
+    if target is None or not kpi.adds_up or period.grain == kpi.kpi.cadence:
+        return target
+    share = period.days / CADENCE_DAYS[kpi.kpi.cadence]
+    return Target(
+        kpi_key=target.kpi_key,
+        dim=target.dim,
+        dim_value=target.dim_value,
+        target=target.target * share,
+        warn=None if target.warn is None else target.warn * share,
+        due=target.due,
+    )
 
 
 @dataclass(frozen=True)
@@ -171,7 +215,7 @@ def evaluate(
     result = []
     for group in groups:
         filters = scope.filters + ((scope.by, group),) if scope.by else scope.filters
-        target = kpi.target_for(filters)
+        target = target_over(kpi.target_for(filters), kpi, period)
         now = found[(0, group)]
         before = found.get((1, group), Value(None, {}, previous.days, "no data"))
         result.append(

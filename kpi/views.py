@@ -14,7 +14,8 @@ from kpi.formatting import (
     rounds_to_zero,
 )
 from kpi.models import Target
-from kpi.values import Change, Evaluated, KpiDef
+from kpi.periods import Period
+from kpi.values import Change, Evaluated, KpiDef, target_over
 
 TABLE_ROWS_PER_SECTION = 20
 TABLE_MAX_ROWS = 100
@@ -29,15 +30,20 @@ def unit_of(kpi: KpiDef) -> str:
     return unit
 
 
-def target_line(target: Target | None, kpi: KpiDef) -> str | None:
+def target_line(target: Target | None, kpi: KpiDef, period: Period | None = None) -> str | None:
+    """`target 45.0 days · off target above 55.0 days`; over `period`, pro-rated where the KPI
+    adds up over time, saying what it is per period of the cadence."""
     if target is None:
         return None
     unit = unit_of(kpi)
+    over = target_over(target, kpi, period) if period is not None else target
     edge = "above" if kpi.kpi.better == "lower" else "below"
-    parts = [f"target {fmt(target.target, unit)}"]
-    if target.warn is not None:
-        parts.append(f"off target {edge} {fmt(target.warn, unit)}")
+    parts = [f"target {fmt(over.target, unit)}"]
+    if over.warn is not None:
+        parts.append(f"off target {edge} {fmt(over.warn, unit)}")
     line = " · ".join(parts)
+    if over is not target:
+        line += f" ({fmt(target.target, unit)} a {kpi.kpi.cadence}, pro-rated)"
     return f"{line} · by {fmt_day(target.due)}" if target.due else line
 
 

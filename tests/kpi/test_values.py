@@ -1,5 +1,6 @@
 """KPI numbers against values worked out by hand, including the classic traps."""
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
@@ -8,15 +9,25 @@ import pytest
 from kpi import scorecard
 from kpi.aggregate import NO_SCOPE, Scope, first_days
 from kpi.db import session_scope
+from kpi.formulas import parse_formula
 from kpi.importer import load_records
 from kpi.periods import Period, period_of
 from kpi.service import KpiService, Viewer
-from kpi.values import change_of, data_starts, evaluate, load_catalog, status_of, values
+from kpi.values import (
+    change_of,
+    data_starts,
+    evaluate,
+    load_catalog,
+    status_of,
+    target_over,
+    values,
+)
 from kpi.views import change_line
 
 UTC_ZONE = ZoneInfo("UTC")
 BERLIN = ZoneInfo("Europe/Berlin")
 OCTOBER = period_of("month", date(2026, 10, 1))
+LAST_WEEK = period_of("week", date(2026, 11, 16))
 SEPTEMBER = period_of("month", date(2026, 9, 1))
 
 RECORDS = [
@@ -422,3 +433,42 @@ def test_a_trend_leaves_out_the_period_its_data_starts_late_in(
     assert (view["latest"], view["low"], view["high"]) == ("62.0 days", low, "62.0 days")
     assert view["starts"] == starts
     assert [p["value"] for p in reply.trend][0] is None  # August
+
+
+@pytest.mark.parametrize(
+    ("formula", "adds_up"),
+    [
+        ("complaints", True),
+        ("security_incidents + complaints", True),
+        ("2 * complaints - security_incidents", True),
+        ("-complaints", True),
+        ("support_cost / revenue * 100", False),  # a ratio
+        ("ar_balance / credit_sales * days", False),
+        ("headcount", False),  # avg over time: a level, not a flow
+        ("complaints * complaints", False),
+        ("complaints + 5", False),
+        ("max(complaints, security_incidents)", False),
+    ],
+)
+def test_which_kpis_add_up_over_time(catalog_engine, formula, adds_up):
+    with session_scope(catalog_engine) as session:
+        catalog = load_catalog(session)
+    kpi = catalog.kpis["back_office_complaints"]
+    formula = parse_formula(formula, sorted(catalog.measures))
+    custom = replace(kpi, formula=formula, measures=dict(catalog.measures))
+    assert custom.adds_up is adds_up
+
+
+def test_a_target_per_week_is_pro_rated_over_other_periods(catalog_engine):
+    """back_office_complaints: 5 a week, at risk up to 8."""
+    with session_scope(catalog_engine) as session:
+        catalog = load_catalog(session)
+    complaints, dso = catalog.kpis["back_office_complaints"], catalog.kpis["dso"]
+    weekly = complaints.target_for()
+    assert target_over(weekly, complaints, LAST_WEEK) is weekly
+    over_october = target_over(weekly, complaints, OCTOBER)
+    # 31 days of a 7-day week: × 31/7 → 22.14 and 35.43.
+    assert over_october.target == pytest.approx(5 * 31 / 7)
+    assert over_october.warn == pytest.approx(8 * 31 / 7)
+    # A ratio's target holds over any period.
+    assert target_over(dso.target_for(), dso, period_of("year", date(2026, 1, 1))).target == 45
