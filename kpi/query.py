@@ -430,6 +430,8 @@ def _subscribe(words: list[str], context: _Context) -> Subscribe:
             at, index = _time_at(words, index + 1)
         elif word in ("tz", "timezone", "zone"):
             zone, index = _zone_at(words, index + 1)
+        elif index and words[index - 1].casefold() == "on":
+            raise _unknown_day(words[index])
         else:
             raise _unknown_item(words[index], context)
     return Subscribe(tuple(dict.fromkeys(items)), weekday, at, zone)
@@ -754,6 +756,16 @@ def _zone_at(words: list[str], at: int) -> tuple[str, int]:
 def _zones() -> dict[str, str]:
     # Looked up in the list, never opened by name: user text must not become a file path.
     return {name.casefold(): name for name in available_timezones() | {"UTC"}}
+
+
+def _unknown_day(word: str) -> QueryError:
+    names = [name.capitalize() for name in WEEKDAYS]
+    best = process.extractOne(word.capitalize(), names, scorer=fuzz.ratio, score_cutoff=60)
+    hint = f" Did you mean {best[0]}?" if best else ""
+    return QueryError(
+        f"“{_echo(word)}” is not a day of the week.{hint} Digests go out weekly on one day.",
+        example=SUBSCRIBE_EXAMPLE,
+    )
 
 
 def _unknown_item(word: str, context: _Context) -> UnknownKpi:

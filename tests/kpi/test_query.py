@@ -321,6 +321,12 @@ def test_subscribe(text, expected):
         # subscribe
         ("subscribe finnance", UnknownKpi, "Did you mean the area `Finance`?"),
         ("subscribe dsoo", UnknownKpi, "Did you mean `dso`"),
+        (
+            "subscribe dso weekly on funday at 09:00",
+            QueryError,
+            "“funday” is not a day of the week. Did you mean Sunday?",
+        ),
+        ("subscribe finance on frday", QueryError, "Did you mean Friday?"),
         ("subscribe dso at 25:00", QueryError, "HH:MM"),
         ("subscribe dso at 9", QueryError, "HH:MM"),
         ("subscribe dso at", QueryError, "HH:MM"),
