@@ -301,6 +301,21 @@ def dimension_values(session: Session) -> dict[str, list[str]]:
     return values
 
 
+def measure_dimensions(session: Session, measures: Sequence[str]) -> dict[str, set[str]]:
+    """{measure: the dimensions its series have}, for the measures that have any series."""
+    rows = session.connection().execute(
+        text(
+            "SELECT DISTINCT s.measure, d.dim FROM series s"
+            " LEFT JOIN seriesdim d ON d.series_id = s.id WHERE s.measure IN :names"
+        ).bindparams(_expanding("names")),
+        {"names": list(measures)},
+    )
+    found: dict[str, set[str]] = {}
+    for measure, dim in rows:
+        found.setdefault(measure, set()).update([dim] if dim else [])
+    return found
+
+
 def newest_observation(session: Session, measures: Sequence[str]) -> Mapping[str, object]:
     """The latest `last_ts` of each measure, for staleness."""
     rows = session.connection().execute(

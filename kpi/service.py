@@ -16,9 +16,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from kpi import catalog, digests, incidents, query, store
-from kpi.aggregate import NO_SCOPE, Scope, dimension_values
+from kpi.aggregate import NO_SCOPE, Scope, dimension_values, measure_dimensions
 from kpi.db import reading, session_scope
-from kpi.errors import KpibotError, PermissionDenied
+from kpi.errors import KpibotError, PermissionDenied, QueryError
 from kpi.formatting import fmt, fmt_day, fmt_input
 from kpi.memo import Memo
 from kpi.models import Alert, Kpi
@@ -286,6 +286,8 @@ class KpiService:
         previous = period.previous()
         starts = self._data_starts(session, snap, kpi, scope)
         found = evaluate(session, kpi, period, previous, scope, starts)
+        if all(item.value.value is None for item in found):
+            _check_dimensions(session, kpi, scope)
         labels = _measure_labels(snap)
         if request.by:
             return Reply(
@@ -596,6 +598,25 @@ def _header(kpi: KpiDef, period, scope: Scope) -> dict:
         "period": period.label,
         "scope": filters,
     }
+
+
+def _check_dimensions(session, kpi: KpiDef, scope: Scope) -> None:
+    """No value by or for a dimension some measure of the KPI does not have: say so, rather
+    than `no data` (`dso team=AP` where receivables are kept by branch alone)."""
+    asked = [dim for dim, _ in scope.filters] + ([scope.by] if scope.by else [])
+    if not asked:
+        return
+    has = measure_dimensions(session, list(kpi.measures))
+    for dim in asked:
+        for measure, dims in has.items():
+            if dim not in dims:
+                kept = " and ".join(sorted(dims)) or "no dimension"
+                example = f"/kpi {kpi.key} by {min(dims)}" if dims else f"/kpi {kpi.key}"
+                raise QueryError(
+                    f"{kpi.kpi.name} can't be split or filtered by {dim}: its {measure} data "
+                    f"is kept by {kept}.",
+                    example=example,
+                )
 
 
 def _partly_covered(value: Value, period: Period) -> str | None:

@@ -6,6 +6,8 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import create_engine
@@ -17,6 +19,7 @@ from bot import ids
 from bot.blockkit import inert, validate
 from kpi import importer
 from kpi.db import session_scope
+from kpi.importer import load_records
 from kpi.models import AuditLog, Target
 from tests.handlers.conftest import ADMIN
 
@@ -248,6 +251,17 @@ def test_a_period_its_data_starts_late_in_says_how_much_it_covers(served):
     assert "92.0 days" in text
     assert "Its data starts 3 Sep 2026: this covers 28 of the 92 days of Q3 2026." in text
     assert "Its data starts" not in reply_text(served.client.command("dso"))  # October: whole
+
+
+def test_a_dimension_a_kpi_is_not_kept_by_is_named_not_answered_as_no_data(served):
+    # Errors are kept by team; receivables and sales (dso) by branch alone.
+    load_records(served.services.engine, [("finance_errors", date(2026, 10, 5), 3, {"team": "AP"})],
+                 tz=ZoneInfo("UTC"))  # fmt: skip
+    served.services.kpis.recheck()  # this process wrote
+    for asked in ("dso team=AP", "dso last month by team"):
+        text = reply_text(served.client.command(asked))
+        assert "can't be split or filtered by team" in text and "kept by branch" in text
+    assert "62.0 days" in reply_text(served.client.command("dso branch=Berlin"))
 
 
 def test_a_repeated_question_is_answered_again_after_new_data(served):
