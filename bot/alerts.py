@@ -224,6 +224,9 @@ def retry_unsent(services: Services, now: datetime) -> Counter:
         kpi = snap.catalog.kpis.get(alert.kpi_key) if alert else None
         if kpi is None:
             continue
+        if _unpostable(services, kpi):  # still nowhere to go: no claim, no write, no log
+            counts[NOT_SENT] += 1
+            continue
         with session_scope(services.engine) as session:
             claim = claims.claim(
                 session,
@@ -255,12 +258,24 @@ def retry_unsent(services: Services, now: datetime) -> Counter:
 # -- telling Slack ------------------------------------------------------------------------------
 
 
+def _channel(services: Services, kpi) -> str:
+    return kpi.kpi.channel or services.settings.kpibot_alert_channel
+
+
+def _unpostable(services: Services, kpi) -> str | None:
+    """Why the KPI's alerts cannot be posted, or None."""
+    channel = _channel(services, kpi)
+    if not channel:
+        return "no alert channel"
+    return None if Viewer(channel=channel).may_see(kpi.kpi) else f"{channel} may not see this KPI"
+
+
 def tell(services: Services, applied: Applied, now: datetime) -> bool:
     """Post or update the alert's message; False when it could not be told (to be retried)."""
     kpi = applied.reading.kpi
-    channel = kpi.kpi.channel or services.settings.kpibot_alert_channel
-    if not channel or not Viewer(channel=channel).may_see(kpi.kpi):
-        reason = "no alert channel" if not channel else f"{channel} may not see this KPI"
+    channel = _channel(services, kpi)
+    reason = _unpostable(services, kpi)
+    if reason:
         with session_scope(services.engine) as session:
             first = claims.release(session, key=applied.delivery, error=reason)
         say = log.warning if first else log.debug  # warned once, retried every pass
