@@ -217,14 +217,16 @@ def retry_unsent(services: Services, now: datetime) -> Counter:
             return counts
         snap = services.kpis.snapshot(session)
         wanted = {(delivery.payload or {}).get("alert") for delivery in pending}
-        alerts = {a.id: a for a in session.exec(select(Alert).where(Alert.id.in_(wanted)))}
+        rows = session.connection().execute(select(Alert.__table__).where(Alert.id.in_(wanted)))
+        alerts = {a.id: a for a in rows}
+    unpostable = {key: _unpostable(services, kpi) for key, kpi in snap.catalog.kpis.items()}
     for delivery in pending:
         payload = delivery.payload or {}
         alert = alerts.get(payload.get("alert"))
         kpi = snap.catalog.kpis.get(alert.kpi_key) if alert else None
         if kpi is None:
             continue
-        if _unpostable(services, kpi):  # still nowhere to go: no claim, no write, no log
+        if unpostable[kpi.key]:  # still nowhere to go: no claim, no write, no log
             counts[NOT_SENT] += 1
             continue
         with session_scope(services.engine) as session:

@@ -107,12 +107,14 @@ def release(session: Session, *, key: str, error: str) -> bool:
     return before != error[:500]
 
 
-def unsent(session: Session, *, kind: str) -> list[Delivery]:
-    """Deliveries of `kind` that never went out and may still be retried, oldest first."""
-    query = select(Delivery).where(
+def unsent(session: Session, *, kind: str) -> list:
+    """(key, payload) of the deliveries of `kind` that never went out and may still be
+    retried, oldest first. Rows, not ORM objects: a thousand alerts waiting for a channel are
+    read on every pass."""
+    query = select(Delivery.key, Delivery.payload).where(
         Delivery.kind == kind,
         Delivery.message_ts == None,  # noqa: E711
         Delivery.state != "sent",
         Delivery.attempts < MAX_ATTEMPTS,
     )
-    return list(session.exec(query.order_by(Delivery.id)))
+    return list(session.connection().execute(query.order_by(Delivery.id)))
