@@ -574,8 +574,19 @@ class KpiService:
             "day": fmt_day(day),
             "dims": ", ".join(f"{k}={v}" for k, v in dims.items()),
             "changed": summary.changed,
+            "new_values": _new_values(dims, snap.dimensions),
         }
         return Reply("recorded.json.j2", values)
+
+
+def _new_values(dims: dict[str, str], known: dict[str, list[str]]) -> list[str]:
+    """`branch Atlantis (so far: Berlin, London, Madrid)` for each value the store had not seen:
+    a misspelt one would split the data."""
+    return [
+        f"{dim} {value} (so far: {', '.join(known.get(dim, [])) or 'none'})"
+        for dim, value in dims.items()
+        if value not in known.get(dim, [])
+    ]
 
 
 def _name_of(kpi: KpiDef) -> query.KpiName:

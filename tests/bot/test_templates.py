@@ -83,6 +83,28 @@ CASES = {
     "list worst case": ("list.json.j2", {"areas": list_areas(40, HOSTILE)}),
     "help": ("help.json.j2", {"areas": ["Finance", "HR", "IT", "Back office"]}),
     "error": ("error.json.j2", {"message": HOSTILE, "example": "/kpi dso"}),
+    "recorded": (
+        "recorded.json.j2",
+        {
+            "measure": "credit_sales",
+            "value": "€100",
+            "day": "20 Oct 2026",
+            "dims": "branch=Madrid",
+            "changed": 1,
+            "new_values": [],
+        },
+    ),  # fmt: skip
+    "recorded new values": (
+        "recorded.json.j2",
+        {
+            "measure": HOSTILE,
+            "value": HOSTILE,
+            "day": "20 Oct 2026",
+            "dims": HOSTILE,
+            "changed": 0,
+            "new_values": [HOSTILE] * 12,
+        },
+    ),  # fmt: skip
     "target set": (
         "target_set.json.j2",
         {

@@ -264,6 +264,15 @@ def test_a_dimension_a_kpi_is_not_kept_by_is_named_not_answered_as_no_data(serve
     assert "62.0 days" in reply_text(served.client.command("dso branch=Berlin"))
 
 
+def test_a_record_with_a_new_dimension_value_asks_to_check_its_spelling(served):
+    new = reply_text(served.client.command("record credit_sales 100 2026-10-20 branch=Atlantis",
+                                           user_id=ADMIN))  # fmt: skip
+    assert "First branch Atlantis (so far: Berlin, Madrid) — check the spelling." in new
+    known = reply_text(served.client.command("record credit_sales 100 2026-10-20 branch=madrid",
+                                             user_id=ADMIN))  # fmt: skip
+    assert "Recorded" in known and "check the spelling" not in known
+
+
 def test_a_repeated_question_is_answered_again_after_new_data(served):
     first = served.client.command("dso")
     assert "31.0 days" in reply_text(first)
