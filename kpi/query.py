@@ -514,6 +514,22 @@ def _starts_rest(words: list[str], at: int, context: _Context, stop_at_number: b
     return _period_phrase(words, at) is not None or context.values.match(words, at) is not None
 
 
+# The words of periods and breakdowns, for "did you mean" on a misspelt one (`lst month`).
+_GRAMMAR_WORDS = (
+    "last", "this", "previous", "week", "month", "quarter", "year", "ytd", "today",
+    "yesterday", "by", "weeks", "months", "quarters", "years",
+)  # fmt: skip
+
+
+def _word_hint(word: str) -> str:
+    if len(word) < 3:
+        return ""
+    best = process.extractOne(
+        word.casefold(), _GRAMMAR_WORDS, scorer=fuzz.ratio, score_cutoff=SUGGEST_CUTOFF
+    )
+    return f" Did you mean `{best[0]}`?" if best else ""
+
+
 def _period_phrase(words: list[str], at: int) -> tuple[str, int, bool] | None:
     """The longest period or range phrase starting at `at`: text, end, whether a range."""
     for end in range(min(len(words), at + MAX_PHRASE_WORDS), at, -1):
@@ -545,7 +561,9 @@ def _read_rest(
         elif context.values.match(words, at):
             at = _read_bare_value(words, at, context, rest, example)
         else:
-            raise QueryError(f"I don't understand “{_echo(word)}”.", example=example)
+            raise QueryError(
+                f"I don't understand “{_echo(word)}”.{_word_hint(word)}", example=example
+            )
     return rest
 
 

@@ -269,7 +269,9 @@ def test_subscribe(text, expected):
         ("payroll eror rate", UnknownKpi, "Did you mean `finance_error_rate`"),
         ("Payroll", QueryError, "Which KPI"),
         # what follows a KPI
-        ("dso foo", QueryError, "I don't understand “foo”"),
+        ("dso foo", QueryError, "I don't understand “foo”.$"),
+        ("dso lst month", QueryError, "I don't understand “lst”. Did you mean `last`?"),
+        ("dso last mnth", QueryError, "Did you mean `month`?"),
         ("dso 45", QueryError, "I don't understand “45”"),
         ("dso by country", QueryError, "split by “country”. Dimensions: branch, team"),
         ("dso by", QueryError, "Name a dimension after `by`"),
