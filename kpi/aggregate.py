@@ -85,11 +85,8 @@ def measure_values(
         lateral=session.get_bind().dialect.name == "postgresql",
     )
     per_series = _per_series_sql(measure.over_time, rows)
-    group_join, group_col, group_by = "", "NULL", ""
-    if scope.by:
-        params["by"] = scope.by
-        group_join = "JOIN seriesdim g ON g.series_id = p.series_id AND g.dim = :by"
-        group_col, group_by = "g.value", ", g.value"
+    group_join, group_col = _group_sql(scope, params, "p.series_id")
+    group_by = f", {group_col}" if scope.by else ""
     sql = (
         f"SELECT p.slice, {group_col} AS grp, {ACROSS[measure.across]}(p.v) AS v "
         f"FROM ({per_series}) p {group_join} "
@@ -268,11 +265,7 @@ def first_days(
         return {}
     params: dict[str, object] = {"names": list(measures)}
     filters = _filter_sql(scope.filters, params)
-    group_join, group_col = "", "NULL"
-    if scope.by:
-        params["by"] = scope.by
-        group_join = "JOIN seriesdim g ON g.series_id = s.id AND g.dim = :by"
-        group_col = "g.value"
+    group_join, group_col = _group_sql(scope, params, "s.id")
     first = "SELECT o.day FROM observation o WHERE o.series_id = s.id ORDER BY o.ts LIMIT 1"
     sql = (
         f"SELECT x.measure, x.grp, MIN(x.first) FROM (SELECT s.measure, {group_col} AS grp, "
@@ -285,6 +278,14 @@ def first_days(
         if day is not None:  # series without observations
             found.setdefault(group, {})[measure] = _as_date(day)
     return found
+
+
+def _group_sql(scope: Scope, params: dict, series_id: str) -> tuple[str, str]:
+    """The join and the column that group series by `scope.by`'s value (none without it)."""
+    if not scope.by:
+        return "", "NULL"
+    params["by"] = scope.by
+    return f"JOIN seriesdim g ON g.series_id = {series_id} AND g.dim = :by", "g.value"
 
 
 def _as_date(day: object) -> date:

@@ -192,7 +192,7 @@ def check(spec: CatalogSpec, session: Session) -> None:
 
 
 def _warn_problems(key: str, spec: KpiSpec, row: Kpi | None, session: Session) -> list[str]:
-    better = spec.better or (row.better if row is not None else Kpi.model_fields["better"].default)
+    better = spec.better or _better(session, key)
     given = {"": spec} if spec.warn is not None else {}
     given |= {f"targets.{d}.": t for d, t in (spec.targets or {}).items() if t.warn is not None}
     problems = []

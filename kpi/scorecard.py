@@ -10,7 +10,7 @@ from sqlmodel import Session
 from kpi.aggregate import NO_SCOPE
 from kpi.formatting import STATUS_WORDS, fmt
 from kpi.periods import Period, current_period, period_of
-from kpi.values import KpiDef, change_of, data_starts, status_of, values
+from kpi.values import STATUSES, KpiDef, change_of, data_starts, status_of, values
 from kpi.views import change_text, status_view, target_line, unit_of
 
 SPARK_PERIODS = 8
@@ -69,11 +69,7 @@ def card(session: Session, kpi: KpiDef, as_of: datetime, tz: ZoneInfo) -> Card:
 
 def scorecard_view(cards: Sequence[Card], *, week: Period, late: bool) -> dict:
     counts = {s: sum(1 for c in cards if c.status == s) for s in ORDER}
-    summary = " · ".join(
-        f"{counts[s]} {STATUS_WORDS[s]}"
-        for s in ("on_target", "at_risk", "off_target", "no_target", "no_data")
-        if counts[s]
-    )
+    summary = " · ".join(f"{counts[s]} {STATUS_WORDS[s]}" for s in STATUSES if counts[s])
     shown = list(cards)[:MAX_LINES]
     areas: dict[str, list[dict]] = {}
     for c in shown:
