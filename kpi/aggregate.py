@@ -281,11 +281,13 @@ def first_days(
 
 
 def _group_sql(scope: Scope, params: dict, series_id: str) -> tuple[str, str]:
-    """The join and the column that group series by `scope.by`'s value (none without it)."""
+    """The join and the column that group series by `scope.by`'s value (none without it).
+    Series without that dimension form a group of their own, NULL, so the groups add up to
+    the whole."""
     if not scope.by:
         return "", "NULL"
     params["by"] = scope.by
-    return f"JOIN seriesdim g ON g.series_id = {series_id} AND g.dim = :by", "g.value"
+    return f"LEFT JOIN seriesdim g ON g.series_id = {series_id} AND g.dim = :by", "g.value"
 
 
 def _as_date(day: object) -> date:

@@ -320,7 +320,7 @@ class KpiService:
         view = _header(kpi, period, scope)
         lines = [
             Line(
-                label=item.group or "",
+                label=item.group if item.group is not None else f"(no {scope.by})",
                 value=fmt(item.value.value, unit_of(kpi)),
                 status=status_view(item.status)["status_word"],
                 change=short_change(item),

@@ -1,7 +1,7 @@
 """KPI values: formulas over aggregated measures, targets, status, change, breakdowns, trends."""
 
 import ast
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 
@@ -159,7 +159,7 @@ def values(
         for name, measure in kpi.measures.items()
     }
     groups = {g for found in per_measure.values() for (_, g) in found} or {None}
-    if scope.by:
+    if scope.by and not _splits(per_measure.values()):
         groups.discard(None)
     latest = max(periods, key=lambda p: p.start) if periods else None
     result = {}
@@ -172,6 +172,13 @@ def values(
                 value = judge(value, period, starts.get(group))
             result[(i, group)] = value
     return result
+
+
+def _splits(per_measure: Iterable[dict[tuple[int, str | None], float]]) -> bool:
+    """Whether every measure has data by the dimension asked for. Then the data without it
+    is a group of its own (None), so the groups add up to the whole; otherwise the KPI cannot
+    be split that way and None is no group at all (`dso by team` where sales have no team)."""
+    return all(any(g is not None for (_, g) in found) for found in per_measure)
 
 
 def _evaluate(kpi: KpiDef, inputs: dict[str, float | None], days: int) -> Value:
@@ -214,7 +221,7 @@ def evaluate(
     better = kpi.kpi.better
     result = []
     for group in groups:
-        filters = scope.filters + ((scope.by, group),) if scope.by else scope.filters
+        filters = scope.filters + ((scope.by, group),) if scope.by and group else scope.filters
         target = target_over(kpi.target_for(filters), kpi, period)
         now = found[(0, group)]
         before = found.get((1, group), Value(None, {}, previous.days, "no data"))

@@ -5,6 +5,7 @@ import logging
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlmodel import Session, select
 
 from bot import ids
@@ -15,7 +16,8 @@ from kpi.db import session_scope
 from kpi.evaluate import read_all
 from kpi.importer import load_records
 from kpi.models import AlertEvent, AuditLog, Incident
-from tests.handlers.conftest import ALERTS, NOW
+from kpi.values import load_catalog
+from tests.handlers.conftest import ALERTS, NOW, RECORDS
 
 UTC_ZONE = ZoneInfo("UTC")
 
@@ -262,3 +264,20 @@ def test_a_pass_that_read_before_another_opened_the_alert_does_not_open_it_again
     assert len(about_dso(top_level(served))) == 1
     with session_scope(services.engine) as session:
         assert [i.id for i in session.exec(select(Incident))] == [1]
+
+
+def test_alert_by_reads_every_branch_and_leaves_data_without_one_to_the_whole(catalog_engine):
+    head_office = [("credit_sales", date(2026, 10, 9), 40_000, {}),
+                   ("ar_balance", date(2026, 10, 31), 20_000, {})]  # fmt: skip
+    load_records(catalog_engine, RECORDS + head_office, tz=UTC_ZONE)
+    with session_scope(catalog_engine) as session:
+        spec = catalog.parse_spec({"kpis": {"dso": {"alert_by": "branch"}}})
+        catalog.apply(spec, session, actor="test", now=NOW)
+    with Session(catalog_engine) as session:
+        readings = read_all(session, load_catalog(session), NOW, UTC_ZONE)
+    dso = {r.key: r.value for r in readings if r.kpi.key == "dso"}
+    assert dso == {
+        ("dso", "", ""): pytest.approx(420_000 / 440_000 * 31),  # 29.6: every row, branch or not
+        ("dso", "branch", "Berlin"): pytest.approx(62.0),  # 300k / 150k × 31
+        ("dso", "branch", "Madrid"): pytest.approx(12.4),  # 100k / 250k × 31
+    }

@@ -47,6 +47,18 @@ def test_breakdown_by_branch_uses_each_branch_own_totals(served):
     assert "62.0 days" in text and "12.4 days" in text
 
 
+def test_a_breakdown_shows_the_data_without_the_dimension_as_its_own_row(served):
+    # Head office: 40k of sales and 20k owed on 31 Oct, with no branch.
+    load_records(served.services.engine, [("credit_sales", date(2026, 10, 9), 40_000, {}),
+                                          ("ar_balance", date(2026, 10, 31), 20_000, {})],
+                 tz=ZoneInfo("UTC"))  # fmt: skip
+    served.services.kpis.recheck()  # this process wrote
+    text = reply_text(served.client.command("dso last month by branch"))
+    assert "62.0 days" in text and "12.4 days" in text
+    assert "(no branch)" in text and "15.5 days" in text  # 20k / 40k × 31
+    assert text.index("Madrid") < text.index("(no branch)")  # named branches first
+
+
 def test_filter_by_dimension_value(served):
     assert "62.0 days" in reply_text(served.client.command("dso branch=Berlin"))
     assert "12.4 days" in reply_text(served.client.command("dso in madrid last month"))

@@ -89,6 +89,38 @@ def test_by_branch_evaluates_each_branch_from_its_own_totals(store):
     assert found[(0, "Madrid")].value == pytest.approx(100_000 / 250_000 * 31)  # 12.4
 
 
+def test_data_without_the_dimension_is_a_group_of_its_own_so_the_groups_add_up(store):
+    # Head office books sales and receivables with no branch: 60k of sales, 30k owed on 31 Oct.
+    load_records(
+        store,
+        [
+            ("credit_sales", date(2026, 10, 12), 60_000, {}),
+            ("ar_balance", date(2026, 10, 31), 30_000, {"branch": ""}),
+        ],
+        tz=UTC_ZONE,
+    )
+    found = kpi_value(store, "dso", OCTOBER, Scope(by="branch"))
+    assert {g for _, g in found} == {"Berlin", "Madrid", None}
+    assert found[(0, None)].inputs == {"ar_balance": 30_000, "credit_sales": 60_000}
+    assert found[(0, None)].value == pytest.approx(30_000 / 60_000 * 31)  # 15.5
+    assert found[(0, "Berlin")].value == pytest.approx(62.0)  # unchanged
+    # The groups' sales add up to the whole's: 150k + 250k + 60k.
+    whole = kpi_value(store, "dso", OCTOBER)[(0, None)]
+    assert whole.inputs["credit_sales"] == sum(
+        found[(0, g)].inputs["credit_sales"] for g in ("Berlin", "Madrid", None)
+    )
+
+
+def test_a_kpi_whose_measure_lacks_the_dimension_gets_no_unassigned_group(store):
+    # Errors are kept by team, transactions by branch alone: there is no split by team, not
+    # a "(no team)" group holding every transaction.
+    load_records(store, [("finance_errors", date(2026, 10, 9), 4, {"team": "AP"})], tz=UTC_ZONE)
+    found = kpi_value(store, "finance_error_rate", OCTOBER, Scope(by="team"))
+    assert {g for _, g in found} == {"AP"}
+    assert found[(0, "AP")].value is None
+    assert "no data for finance_transactions" in found[(0, "AP")].reason
+
+
 def test_error_rate_across_branches_is_total_errors_over_total_transactions(store):
     found = kpi_value(store, "finance_error_rate", OCTOBER)
     # (2 + 8) / (100 + 900) × 100 = 1.0 %, not the mean of 2 % and 0.89 %.
