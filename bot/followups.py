@@ -58,6 +58,26 @@ def confirm_write(
         report(error, respond)
 
 
+def check_digest_channel(services: Services, channel: str, respond: Respond) -> None:
+    """A digest goes only where the bot may post: in a private channel (or a DM) once it is
+    in it. Said now, rather than by pausing the subscription at its first send."""
+    try:
+        info = services.slack.conversations_info(channel=channel)["channel"]
+    except SlackApiError as error:
+        code = error.response.get("error")
+        if code not in NOT_IN_CHANNEL:  # missing_scope, say: no way to tell, so nothing said
+            log.info("cannot check channel %s: %s", channel, code)
+            return
+    else:
+        # chat:write.public covers public channels the bot has not joined.
+        if info.get("is_member") or not (info.get("is_private") or info.get("is_mpim")):
+            return
+    try:
+        respond(**_notice("invite_digest"), response_type="ephemeral", replace_original=False)
+    except Exception as error:  # the job's boundary
+        log.warning("could not tell %s about the digest channel: %s", channel, error)
+
+
 def upload_chart(services: Services, reply: Reply, *, channel: str | None, thread_ts=None) -> str:
     if channel is None:
         return "failed"

@@ -548,7 +548,10 @@ class SlackStandin:
         return {"user": _user(user_id, None, "UTC")}
 
     def _conversation_info(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"channel": self._channel(args.get("channel")).info()}
+        channel = self._channel(args.get("channel"))
+        if channel.is_private and not channel.is_member:  # a bot sees only those it is in
+            raise SlackError("channel_not_found")
+        return {"channel": channel.info()}
 
     def _conversation_open(self, args: dict[str, Any]) -> dict[str, Any]:
         users = [u for u in str(args.get("users", "")).split(",") if u]

@@ -8,7 +8,7 @@ from slack_bolt import Ack, BoltContext, BoltResponse, Respond
 
 from bot.alerts import evaluate_soon
 from bot.answers import JSON_HEADERS, ephemeral_body, render_reply, renderer, share_value
-from bot.followups import confirm_write, send_trend
+from bot.followups import check_digest_channel, confirm_write, send_trend
 from bot.services import Services
 from kpi.query import Ask, Record, SetTarget, Subscribe, Trend, Unsubscribe
 from kpi.service import Reply, Snapshot, Viewer
@@ -67,7 +67,7 @@ def kpi_command(
     ack(response_type="ephemeral", **message)
     if isinstance(request, Ask):  # a question, no side effects: the same answer all day
         services.replies.put(asked.key, ephemeral_body(message))
-    after_write(services, request)
+    after_write(services, request, asked, respond)
 
 
 def written_within_ack(
@@ -83,11 +83,14 @@ def written_within_ack(
         return written.result(timeout=services.ack_wait_seconds)
     except TimeoutError:
         ack(response_type="ephemeral", **renderer().message("working.json.j2", text=asked.text))
-        then = lambda: after_write(services, request)  # noqa: E731
+        then = lambda: after_write(services, request, asked, respond)  # noqa: E731
         written.add_done_callback(lambda done: confirm_write(done, respond, then))
         return None
 
 
-def after_write(services: Services, request) -> None:
+def after_write(services: Services, request, asked: Asked, respond: Respond) -> None:
     if isinstance(request, Record):  # new data: alerts may change
         evaluate_soon(services)
+    if isinstance(request, Subscribe):
+        channel = asked.viewer.channel
+        services.executor.submit(check_digest_channel, services, channel, respond)

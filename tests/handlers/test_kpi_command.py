@@ -426,3 +426,17 @@ def test_without_user_groups_from_slack_group_only_kpis_stay_hidden(served, cata
     served.slack.fail_next("usergroups.list", error="ratelimited_forever")
     hidden = served.client.command("esat q3", user_id="U0HR", channel_id="C0PUBLIC")
     assert hidden.status == 200 and "don't know" in hidden.text
+
+
+def test_subscribing_a_private_channel_the_bot_is_not_in_says_to_invite_it(served):
+    served.slack.set_channel("G0SECRET", is_private=True, is_member=False)
+    served.slack.set_channel("G0OURS", is_private=True, is_member=True)
+    for channel in ("G0SECRET", "G0OURS", "C0FIN"):
+        made = served.client.command("subscribe finance", channel_id=channel,
+                                     response_url=served.slack.response_url(channel))  # fmt: skip
+        assert made.json()["text"].startswith("Weekly KPI digest set up")  # kept either way
+    served.services.executor.shutdown(wait=True)  # the checks after the acks are done
+    [notice] = served.slack.responses("G0SECRET")
+    validate(notice["blocks"], text=notice["text"])
+    assert "/invite @kpibot" in notice["text"] and notice["response_type"] == "ephemeral"
+    assert not served.slack.responses("G0OURS") and not served.slack.responses("C0FIN")
