@@ -54,4 +54,6 @@ def reply_with_error(
         return BoltResponse(status=200, body=ephemeral_body(message), headers=JSON_HEADERS)
     if respond is not None and body.get("response_url"):
         respond(**message, response_type="ephemeral", replace_original=False)
-    return None
+    # A button's error is told at its response_url; a 500 would only add Slack's warning icon
+    # (and a retry) to it.
+    return BoltResponse(status=200, body="")

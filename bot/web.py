@@ -12,6 +12,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_bolt.adapter.wsgi.http_request import WsgiHttpRequest
 from slack_bolt.request.internals import build_context
 from slack_bolt.response import BoltResponse
+from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -51,12 +52,23 @@ class KpibotWsgi(SlackRequestHandler):
         self.engine = engine
 
     def dispatch(self, request: WsgiHttpRequest) -> BoltResponse:
-        bolt_request = FormSafeRequest(
-            body=request.get_body(), query=request.query_string, headers=request.get_headers()
-        )
+        body, headers = request.get_body(), request.get_headers()
+        try:
+            bolt_request = FormSafeRequest(body=body, query=request.query_string, headers=headers)
+        except ValueError:  # a `payload` that is not JSON: Bolt cannot even read it
+            return self.unreadable(body, headers)
         if not _plain_timestamp(bolt_request):
             return BoltResponse(status=401, body={"error": "invalid request"})  # as Bolt's
         return self.app.dispatch(bolt_request)
+
+    def unreadable(self, body: str, headers: dict) -> BoltResponse:
+        """400 for a body signed as Slack signs; 401, as any other unsigned request, if not."""
+        verifier = SignatureVerifier(self.app._signing_secret)
+        try:
+            signed = verifier.is_valid_request(body, headers)
+        except ValueError:  # a timestamp that is not a number (see _plain_timestamp)
+            signed = False
+        return BoltResponse(status=400 if signed else 401, body={"error": "invalid request"})
 
     def __call__(self, environ, start_response) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") == "GET" and environ.get("PATH_INFO") == "/healthz":

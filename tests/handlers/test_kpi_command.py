@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
+from urllib.parse import parse_qs, quote, urlencode
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -88,6 +89,28 @@ def test_a_timestamp_that_is_not_a_number_is_refused_and_nothing_is_answered(ser
     )
     assert served.client.send(click, timestamp=stamp, signature="v0=00").status == 401
     assert served.slack.responses("forged") == []
+
+
+def test_a_payload_that_is_not_json_is_a_400_if_signed_and_a_401_if_not(served, caplog):
+    body = "payload=" + quote('{"type": "block_actions", "actions": [')
+    assert served.client.send(body).status == 400
+    assert served.client.send(body, signature="v0=" + "0" * 64).status == 401
+    assert served.client.send(body, timestamp="abc").status == 401
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_button_slack_sent_without_its_value_is_acked_and_the_user_told(served):
+    body = served.client.block_action_body(
+        ids.SHARE, "x", response_url=served.slack.response_url("no-value")
+    )
+    click = json.loads(parse_qs(body)["payload"][0])
+    del click["actions"][0]["value"]
+    response = served.client.send(urlencode({"payload": json.dumps(click)}))
+    assert response.status == 200  # a 500 would add Slack's warning icon and a retry
+    served.slack.wait_for("response_url", timeout=10)
+    [told] = served.slack.responses("no-value")
+    validate(told["blocks"], text=told["text"])
+    assert told["response_type"] == "ephemeral"
 
 
 def test_a_hidden_kpi_gets_the_same_reply_as_an_unknown_one(served):
