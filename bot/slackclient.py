@@ -169,7 +169,8 @@ class SlackClientSim:
             "user_id": user_id,
             "user_name": _user_name(user_id),
             "command": command,
-            "text": text,
+            # As Slack does: the three characters mrkdwn reserves, as entities.
+            "text": text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"),
             "api_app_id": APP_ID,
             "is_enterprise_install": "false",
             "response_url": response_url or self._fresh_response_url(),

@@ -36,7 +36,7 @@ def kept_answers(
     own middleware, has been verified by then."""
     if body.get("command") != COMMAND:
         return next_()
-    text = body.get("text", "")
+    text = slack_text(body.get("text", ""))
     snap = services.kpis.current()
     viewer = services.viewer(body.get("user_id", ""), body.get("channel_id", ""), snap)
     as_of = services.now()
@@ -46,6 +46,12 @@ def kept_answers(
         return BoltResponse(status=200, body=kept, headers=JSON_HEADERS)
     context["asked"] = Asked(text, snap, viewer, as_of, key)
     return next_()
+
+
+def slack_text(raw: str) -> str:
+    """What the user typed: Slack sends `&`, `<` and `>` as HTML entities (and nothing else),
+    so `team=R&D` arrives as `team=R&amp;D`."""
+    return raw.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def kpi_command(

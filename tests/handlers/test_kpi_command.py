@@ -463,3 +463,18 @@ def test_subscribing_a_private_channel_the_bot_is_not_in_says_to_invite_it(serve
     validate(notice["blocks"], text=notice["text"])
     assert "/invite @kpibot" in notice["text"] and notice["response_type"] == "ephemeral"
     assert not served.slack.responses("G0OURS") and not served.slack.responses("C0FIN")
+
+
+def test_text_slack_sends_with_entities_means_what_the_user_typed(served):
+    # Slack sends `team=R&D` as `team=R&amp;D` (the simulated client does as Slack does).
+    rnd = {"team": "R&D"}
+    load_records(served.services.engine, [("finance_errors", date(2026, 10, 5), 2, rnd),
+                                          ("finance_transactions", date(2026, 10, 5), 50, rnd)],
+                 tz=ZoneInfo("UTC"))  # fmt: skip
+    served.services.kpis.recheck()  # this process wrote
+    answer = reply_text(served.client.command("error rate last month team=R&D"))
+    assert "4.00 %" in answer  # 2 / 50 × 100, from the imported R&D series
+    reply_text(served.client.command("record finance_errors 3 2026-10-06 team=R&D", user_id=ADMIN))
+    with session_scope(served.services.engine) as session:
+        teams = session.exec(sql("SELECT DISTINCT value FROM seriesdim WHERE dim = 'team'")).all()
+    assert [t for (t,) in teams] == ["R&D"]  # no second team spelt R&amp;D
