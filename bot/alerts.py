@@ -7,7 +7,7 @@ whose update won sends the message. Passes that change nothing write nothing.
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -49,12 +49,35 @@ class Applied:
 
 # Counts of a pass that are not evaluations: messages told again, and messages not told.
 RETRIED, NOT_SENT = "retried", "not sent"
+EVERY_CHANNEL = "*"
+# Slack's answers that no channel will take: the token (or the workspace) is the trouble.
+TOKEN_ERRORS = frozenset(
+    {"invalid_auth", "account_inactive", "token_revoked", "not_authed", "missing_scope"}
+)
 
 
-def run_alerts(services: Services, *, as_of: datetime) -> Counter:
+@dataclass
+class Pass:
+    """What one pass learned: the channels Slack refused (EVERY_CHANNEL for a dead token), so
+    their other alerts wait without another call each; and why each alert not told was not."""
+
+    refused: dict[str, str] = field(default_factory=dict)
+    not_told: Counter = field(default_factory=Counter)  # reason → alerts
+
+    def refusal(self, channel: str) -> str | None:
+        code = self.refused.get(EVERY_CHANNEL) or self.refused.get(channel)
+        return f"Slack answered {code} for {channel}" if code else None
+
+    def refuse(self, channel: str, code: str) -> None:
+        self.refused[EVERY_CHANNEL if code in TOKEN_ERRORS else channel] = code
+
+
+def run_alerts(services: Services, *, as_of: datetime, this_pass: Pass | None = None) -> Counter:
     """One pass over every alert; returns counts of transitions by kind, of messages of earlier
-    passes told now (RETRIED) and of messages that could not be told (NOT_SENT)."""
-    counts = retry_unsent(services, as_of)
+    passes told now (RETRIED) and of messages that could not be told (NOT_SENT, and why in
+    `this_pass.not_told`)."""
+    this_pass = this_pass if this_pass is not None else Pass()
+    counts = retry_unsent(services, as_of, this_pass)
     with Session(services.engine) as session:
         snap = services.kpis.snapshot(session)
         readings = read_all(session, snap.catalog, as_of, services.settings.tz)
@@ -68,7 +91,7 @@ def run_alerts(services: Services, *, as_of: datetime) -> Counter:
         incident = opened.get(alert.incident_id) if alert and alert.incident_id else None
         outcome, applied = apply(services, reading, alert, incident, as_of)
         counts[outcome] += 1
-        if applied is not None and not tell(services, applied, as_of):
+        if applied is not None and not tell(services, applied, as_of, this_pass):
             counts[NOT_SENT] += 1
     return counts
 
@@ -207,7 +230,7 @@ def _update_incident(incident: Incident, kind: Kind, transition: Transition, now
         incident.last_notified_at = now
 
 
-def retry_unsent(services: Services, now: datetime) -> Counter:
+def retry_unsent(services: Services, now: datetime, this_pass: Pass) -> Counter:
     """Tell again what a crashed or failed pass decided but never got to Slack (after its
     lease), or could not tell for want of a channel."""
     counts: Counter = Counter()
@@ -226,8 +249,10 @@ def retry_unsent(services: Services, now: datetime) -> Counter:
         kpi = snap.catalog.kpis.get(alert.kpi_key) if alert else None
         if kpi is None:
             continue
-        if unpostable[kpi.key]:  # still nowhere to go: no claim, no write, no log
+        reason = unpostable[kpi.key] or this_pass.refusal(_channel(services, kpi))
+        if reason:  # still nowhere to go: no claim, no write, no log
             counts[NOT_SENT] += 1
+            this_pass.not_told[f"{kpi.key}: {reason}"] += 1
             continue
         with session_scope(services.engine) as session:
             claim = claims.claim(
@@ -253,7 +278,7 @@ def retry_unsent(services: Services, now: datetime) -> Counter:
             period,
         )
         applied = Applied(transition, reading, payload["incident"], alert.id, delivery.key)
-        counts[RETRIED if tell(services, applied, now) else NOT_SENT] += 1
+        counts[RETRIED if tell(services, applied, now, this_pass) else NOT_SENT] += 1
     return counts
 
 
@@ -272,31 +297,39 @@ def _unpostable(services: Services, kpi) -> str | None:
     return None if Viewer(channel=channel).may_see(kpi.kpi) else f"{channel} may not see this KPI"
 
 
-def tell(services: Services, applied: Applied, now: datetime) -> bool:
+def tell(services: Services, applied: Applied, now: datetime, this_pass: Pass) -> bool:
     """Post or update the alert's message; False when it could not be told (to be retried)."""
     kpi = applied.reading.kpi
     channel = _channel(services, kpi)
-    reason = _unpostable(services, kpi)
+    reason = _unpostable(services, kpi) or this_pass.refusal(channel)
     if reason:
-        with session_scope(services.engine) as session:
-            first = claims.release(session, key=applied.delivery, error=reason)
-        say = log.warning if first else log.debug  # warned once, retried every pass
-        say("alert on %s not posted: %s (posted once that is fixed)", kpi.key, reason)
-        return False
+        return _wait(services, applied, this_pass, reason)
     try:
         ts = _send(services, applied, channel, now)
+    except PermanentFailure as error:
+        # Not this alert's fault but the channel's (or the token's): it waits, as for a missing
+        # channel, and the first pass after the fix posts it.
+        this_pass.refuse(channel, error.code)
+        return _wait(services, applied, this_pass, this_pass.refusal(channel))
     except SLACK_ERRORS as error:
         log.warning("alert %s to %s failed: %s", applied.delivery, channel, error)
         with session_scope(services.engine) as session:
-            claims.mark_failed(
-                session,
-                key=applied.delivery,
-                error=str(error),
-                final=isinstance(error, PermanentFailure),
-            )
+            claims.mark_failed(session, key=applied.delivery, error=str(error), final=False)
         return False
     _settle(services, applied, ts)
     return True
+
+
+def _wait(services: Services, applied: Applied, this_pass: Pass, reason: str) -> bool:
+    """An alert that cannot be told yet: released for the next pass, using up none of its
+    attempts, and warned once per reason."""
+    key = applied.reading.kpi.key
+    with session_scope(services.engine) as session:
+        first = claims.release(session, key=applied.delivery, error=reason)
+    say = log.warning if first else log.debug
+    say("alert on %s not posted: %s (posted once that is fixed)", key, reason)
+    this_pass.not_told[f"{key}: {reason}"] += 1
+    return False
 
 
 def _send(services: Services, applied: Applied, channel: str, now: datetime) -> str:

@@ -2,6 +2,8 @@
 
 import argparse
 import json
+import sys
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -174,21 +176,55 @@ def _posting_services(settings: Settings, build_services):
 
 
 def alerts_run(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.alerts import NOT_SENT, run_alerts
+    from bot.alerts import NOT_SENT, Pass, run_alerts
     from bot.services import build_services
 
     services = _posting_services(settings, build_services)
+    this_pass = Pass()
     try:
-        counts = run_alerts(services, as_of=args.as_of or services.clock())
+        counts = run_alerts(services, as_of=args.as_of or services.clock(), this_pass=this_pass)
     finally:
         services.close()
     print(alerts_line(counts))
+    if counts[NOT_SENT]:
+        print(f"kpibot: {not_told_line(this_pass.not_told)}", file=sys.stderr)
     return 1 if counts[NOT_SENT] else 0
+
+
+# What each count of a pass means, in the summary line.
+ALERT_WORDS = {
+    "open": "opened",
+    "worsen": "worse",
+    "improve": "better",
+    "recovering": "recovering",
+    "resolve": "resolved",
+    "renotify": "reminded",
+    "nothing": "noted",
+    "lost": "taken by another pass",
+    "retried": "told late",
+    "not sent": "not sent",
+}
 
 
 def alerts_line(counts) -> str:
     from bot.alerts import NOT_SENT, RETRIED
 
     evaluated = sum(n for kind, n in counts.items() if kind not in (RETRIED, NOT_SENT))
-    told = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()) if kind != "unchanged")
+    told = ", ".join(
+        f"{n} {ALERT_WORDS.get(kind, kind)}"
+        for kind, n in sorted(counts.items())
+        if kind != "unchanged" and n
+    )
     return f"alerts: {evaluated} evaluated · {told or 'no changes'}"
+
+
+def not_told_line(not_told: Counter, shown: int = 3) -> str:
+    """Why alerts were not sent, in one line: the first few reasons and how many more."""
+    total = sum(not_told.values())
+    reasons = [f"{reason} ({n})" if n > 1 else reason for reason, n in not_told.most_common()]
+    more = f"; and {len(reasons) - shown} more" if len(reasons) > shown else ""
+    alerts = "alert" if total == 1 else "alerts"
+    return (
+        f"{total} {alerts} not sent: {'; '.join(reasons[:shown])}{more} "
+        "(each is sent by the first run after that is fixed)"
+    )

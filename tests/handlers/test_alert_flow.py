@@ -9,7 +9,7 @@ import pytest
 from sqlmodel import Session, select
 
 from bot import ids
-from bot.alerts import NOT_SENT, RETRIED, apply, run_alerts
+from bot.alerts import NOT_SENT, RETRIED, Pass, apply, run_alerts
 from bot.blockkit import validate
 from kpi import catalog
 from kpi.db import session_scope
@@ -239,9 +239,11 @@ def test_kpi_alerts_lists_the_open_alerts_the_asker_may_see(served):
     assert "Employee Satisfaction" in hr
 
 
-def test_an_alert_slack_failed_to_take_is_sent_on_the_next_pass(served):
+@pytest.mark.parametrize("error", ["fatal_error", "channel_not_found", "not_in_channel"])
+def test_an_alert_slack_failed_to_take_is_sent_on_the_next_pass(served, error):
+    # A channel that is gone, or closed to the bot, can be fixed: the alert waits for it.
     set_madrid_receivables(served, 1_000_000)
-    served.slack.fail_next("chat.postMessage", error="fatal_error")
+    served.slack.fail_next("chat.postMessage", error=error)
     assert alerts_run(served)["open"] == 1
     assert not about_dso(top_level(served))
     counts = alerts_run(served)
@@ -281,3 +283,33 @@ def test_alert_by_reads_every_branch_and_leaves_data_without_one_to_the_whole(ca
         ("dso", "branch", "Berlin"): pytest.approx(62.0),  # 300k / 150k × 31
         ("dso", "branch", "Madrid"): pytest.approx(12.4),  # 100k / 250k × 31
     }
+
+
+def test_a_channel_slack_refuses_is_tried_once_a_pass_and_a_dead_token_once_in_all(served):
+    # Three KPIs breach: two in the alert channel, which Slack says is gone, and one in C0AP.
+    set_madrid_receivables(served, 1_000_000)  # dso
+    with session_scope(served.services.engine) as session:
+        spec = catalog.parse_spec({"kpis": {"ap_turnover": {"channel": "C0AP"}}})
+        catalog.apply(spec, session, actor="test", now=NOW)
+    load_records(served.services.engine, [
+        ("finance_errors", date(2026, 10, 7), 5, {}),  # 5 % against a target of 1 %
+        ("finance_transactions", date(2026, 10, 7), 100, {}),
+        ("purchases", date(2026, 10, 7), 100, {}),  # 0.1x against a target of 0.8x
+        ("ap_balance", date(2026, 10, 7), 1000, {}),
+    ], tz=UTC_ZONE)  # fmt: skip
+    served.slack.fail_next("chat.postMessage", error="channel_not_found", times=2)
+    this_pass = Pass()
+    counts = run_alerts(served.services, as_of=NOW, this_pass=this_pass)
+    assert counts[NOT_SENT] == 3
+    assert len(served.slack.calls_to("chat.postMessage")) == 2  # one to each channel
+    assert this_pass.not_told == {
+        "dso: Slack answered channel_not_found for C0ALERTS": 1,
+        "finance_error_rate: Slack answered channel_not_found for C0ALERTS": 1,
+        "ap_turnover: Slack answered channel_not_found for C0AP": 1,
+    }
+    served.slack.fail_next("chat.postMessage", error="invalid_auth", times=1)
+    assert run_alerts(served.services, as_of=NOW, this_pass=Pass())[NOT_SENT] == 3
+    assert len(served.slack.calls_to("chat.postMessage")) == 3  # one call for all three
+    counts = run_alerts(served.services, as_of=NOW)  # fixed: all three go out
+    assert counts[RETRIED] == 3 and not counts[NOT_SENT]
+    assert len(about_dso(top_level(served))) == 1
