@@ -19,7 +19,7 @@ from bot import ids
 from bot.answers import renderer
 from bot.charts import TrendChart, trend_png
 from bot.followups import report
-from bot.notify import PermanentFailure
+from bot.notify import TOKEN_ERRORS, PermanentFailure
 from bot.services import Services
 from kpi import claims, incidents
 from kpi.aggregate import Scope
@@ -50,10 +50,6 @@ class Applied:
 # Counts of a pass that are not evaluations: messages told again, and messages not told.
 RETRIED, NOT_SENT = "retried", "not sent"
 EVERY_CHANNEL = "*"
-# Slack's answers that no channel will take: the token (or the workspace) is the trouble.
-TOKEN_ERRORS = frozenset(
-    {"invalid_auth", "account_inactive", "token_revoked", "not_authed", "missing_scope"}
-)
 
 
 @dataclass

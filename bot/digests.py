@@ -16,7 +16,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.answers import render_reply, renderer
 from bot.charts import Spark, sparkline_grid_png
-from bot.notify import PermanentFailure
+from bot.notify import TOKEN_ERRORS, PermanentFailure
 from bot.services import Services
 from kpi import claims, digests
 from kpi.db import session_scope
@@ -28,6 +28,7 @@ log = logging.getLogger("kpibot")
 # the rest.
 SENDERS = 32
 _DRAWING = threading.Lock()
+TOKEN_FAILED = "token failed"  # send_one's outcome when Slack will take nothing from this token
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class _Chart:
     due: digests.Due
     ts: str
     sparks: list
+    week: str  # the ISO week the digest covers
 
 
 def send_due(services: Services, *, as_of: datetime, since_subscribed: bool = False) -> Counter:
@@ -49,13 +51,19 @@ def send_due(services: Services, *, as_of: datetime, since_subscribed: bool = Fa
     with session_scope(services.engine) as session:
         subscriptions = {s.id: s for s in digests.active_subscriptions(session)}
     due = digests.due(subscriptions.values(), as_of, since_subscribed=since_subscribed)
+    dead_token: list[str] = []  # Slack's answer once no channel will take a digest
     with (
         ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="kpibot-chart") as charts,
         ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="kpibot-digest") as posts,
     ):
 
         def send(d: digests.Due) -> str:
+            if dead_token:  # left for the next pass, not tried a thousand times
+                return "failed"
             outcome, chart = send_one(services, d, subscriptions[d.subscription_id])
+            if outcome == TOKEN_FAILED:
+                dead_token.append(outcome)
+                return "failed"
             if chart is not None:
                 charts.submit(_attach_chart, services, chart)
             return outcome
@@ -83,7 +91,14 @@ def send_one(
     try:
         ts, sparks = _deliver(services, due, sub)
     except PermanentFailure as failure:
-        _record_failure(services, due, failure.code, final=True)
+        if failure.code in TOKEN_ERRORS:  # the token's trouble, not the channel's: no pause
+            _record_failure(services, due, failure.code, final=False)
+            return TOKEN_FAILED, None
+        # The channel's: paused until someone subscribes again, and this week's digest is
+        # kept for then (a release uses up none of its attempts).
+        log.warning("digest %s to %s failed: %s", due.key, due.channel, failure.code)
+        with session_scope(services.engine) as session:
+            claims.release(session, key=due.key, error=failure.code)
         _pause(services, sub, failure.code)
         return "paused", None
     except (SlackApiError, SlackClientError, OSError) as error:
@@ -91,7 +106,8 @@ def send_one(
         return "failed", None
     with session_scope(services.engine) as session:
         claims.mark_sent(session, key=due.key, ts=ts, now=services.clock())
-    return ("late" if due.late else "sent"), (_Chart(due, ts, sparks) if sparks else None)
+    chart = _Chart(due, ts, sparks["sparks"], sparks["week"]) if sparks["sparks"] else None
+    return ("late" if due.late else "sent"), chart
 
 
 def _deliver(services: Services, due: digests.Due, sub: Subscription) -> tuple[str, list]:
@@ -99,7 +115,8 @@ def _deliver(services: Services, due: digests.Due, sub: Subscription) -> tuple[s
     reply = services.kpis.scorecard(
         viewer=Viewer(channel=due.channel), items=sub.items, as_of=due.scheduled, late=due.late
     )
-    return services.notifier.post(due.channel, render_reply(reply)), reply.extra["sparks"]
+    posted = services.notifier.post(due.channel, render_reply(reply))
+    return posted, {"sparks": reply.extra["sparks"], "week": reply.extra["week"]}
 
 
 def _attach_chart(services: Services, chart: _Chart) -> None:
@@ -110,8 +127,8 @@ def _attach_chart(services: Services, chart: _Chart) -> None:
         services.notifier.upload(
             due.channel,
             png,
-            filename=f"kpi-digest-{due.week}.png",
-            title=f"KPIs · {due.week}",
+            filename=f"kpi-digest-{chart.week}.png",
+            title=f"KPIs · {chart.week}",
             thread_ts=chart.ts,
         )
     except (PermanentFailure, SlackApiError, SlackClientError, OSError) as error:

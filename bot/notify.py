@@ -21,7 +21,12 @@ PERMANENT = frozenset(
         "account_inactive",
         "token_revoked",
         "missing_scope",
+        "not_authed",
     }
+)
+# Of those, the ones no channel will take: the token (or the workspace) is the trouble.
+TOKEN_ERRORS = frozenset(
+    {"invalid_auth", "account_inactive", "token_revoked", "not_authed", "missing_scope"}
 )
 CHANNEL_INTERVAL = 1.0  # Slack allows about one message per second per channel
 

@@ -64,7 +64,8 @@ def due(
         moment = last_scheduled(sub.weekday, parse_at(sub.at), tz, as_of)
         if since_subscribed and _week(moment) < _week(sub.updated_at.astimezone(tz)):
             continue
-        late = as_of - moment > LATE_AFTER
+        # Late means the bot missed its time; a subscription set after it is simply new.
+        late = as_of - moment > LATE_AFTER and sub.updated_at <= moment
         found.append(Due(sub.id, sub.channel, moment, iso_week(moment), late))
     return found
 
@@ -104,6 +105,7 @@ class Change:
     subscription: Subscription
     created: bool
     changed: dict[str, tuple[str, str]]  # field → (before, after), as people read them
+    resumed: str = ""  # why it had been paused, when subscribing again resumed it
 
 
 def subscribe(
@@ -121,6 +123,7 @@ def subscribe(
     """Create the channel's subscription, or update only what was given; audited either way."""
     sub = get_subscription(session, channel)
     before = describe(sub) if sub and sub.active else None
+    resumed = sub.paused_reason if sub and sub.active else ""
     if sub is None:
         sub = Subscription(
             channel=channel, created_by=user, created_at=now, updated_at=now, tz=default_tz
@@ -152,7 +155,7 @@ def subscribe(
         at=now,
     )
     store.bump_subscriptions(session=session)
-    return Change(sub, before is None, changed)
+    return Change(sub, before is None, changed, resumed or "")
 
 
 def unsubscribe(session: Session, *, channel: str, user: str, now: datetime) -> bool:

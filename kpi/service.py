@@ -457,7 +457,9 @@ class KpiService:
             }
             for c in cards
         ]
-        return Reply("digest.json.j2", {"d": view}, extra={"sparks": sparks})
+        week = digest_week(as_of, self.tz).start.isocalendar()
+        extra = {"sparks": sparks, "week": f"{week.year}-W{week.week:02d}"}  # the one it covers
+        return Reply("digest.json.j2", {"d": view}, extra=extra)
 
     def _subscribe(self, request, viewer: Viewer, as_of: datetime) -> Reply:
         if not viewer.channel:
@@ -484,6 +486,7 @@ class KpiService:
                     {"field": k, "before": b, "after": a} for k, (b, a) in change.changed.items()
                 ],
                 "channel": viewer.channel,
+                "resumed": change.resumed,
             } | digests.describe(sub)
         return Reply("subscribed.json.j2", values)
 

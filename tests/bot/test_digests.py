@@ -1,7 +1,8 @@
 """Digests sent through the stand-in: exactly once per (subscription, week), whatever happens."""
 
+import json
 import threading
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -73,6 +74,13 @@ def test_a_due_digest_is_sent_once_and_recorded_with_its_ts(services, slack):
     # The chart goes into the digest's thread.
     [upload] = slack.calls_to("files.completeUploadExternal")
     assert upload.args["thread_ts"] == message["ts"] and upload.args["channel_id"] == "C0FIN"
+    # Named after the week it shows (sent in W46, the last complete week is W45).
+    [file] = (
+        json.loads(upload.args["files"])
+        if isinstance(upload.args["files"], str)
+        else upload.args["files"]
+    )
+    assert file["title"] == "KPIs · 2026-W45"
 
 
 def test_every_digest_gets_its_chart_in_its_own_thread(services, slack):
@@ -187,6 +195,31 @@ def test_an_archived_channel_pauses_the_subscription_and_tells_its_owner_once(se
         sub = session.exec(select(Subscription)).one()
         actions = [a.action for a in session.exec(select(AuditLog))]
     assert sub.paused_reason == "is_archived" and "subscription.pause" in actions
+
+
+def test_subscribing_again_resumes_a_paused_digest_and_its_week_still_goes_out(services, slack):
+    subscribe(services, "C0GONE", user="U0OWNER")
+    slack.fail_next("chat.postMessage", error="channel_not_found")
+    assert send_due(services, as_of=MONDAY) == {"paused": 1}
+    with session_scope(services.engine) as session:
+        change = digests.subscribe(session, channel="C0GONE", user="U0OWNER", items=[],
+                                   weekday=None, at=None, tz=None, default_tz="UTC",
+                                   now=MONDAY + timedelta(minutes=5))  # fmt: skip
+    assert change.resumed == "channel_not_found" and not change.created
+    later = MONDAY + timedelta(minutes=10)
+    assert send_due(services, as_of=later) == {"sent": 1}  # W46's, kept for the resumption
+    assert send_due(services, as_of=later) == {"skipped": 1}
+    assert len(top_level(slack, "C0GONE")) == 1
+
+
+def test_a_dead_token_pauses_no_channel_and_the_next_good_pass_sends_everything(services, slack):
+    for channel in ("C0TOK1", "C0TOK2", "C0TOK3"):
+        subscribe(services, channel)
+    slack.fail_next("chat.postMessage", error="invalid_auth", times=3)
+    assert send_due(services, as_of=MONDAY) == {"failed": 3}
+    with session_scope(services.engine) as session:
+        assert not [s for s in session.exec(select(Subscription)) if s.paused_reason]
+    assert send_due(services, as_of=MONDAY) == {"sent": 3}
 
 
 def test_a_digest_includes_only_kpis_the_channel_may_see(services, slack):

@@ -127,12 +127,31 @@ CASES = {
             "dropped": HOSTILE,
         },
     ),  # fmt: skip
+    **{
+        f"subscribed {how}": (
+            "subscribed.json.j2",
+            {
+                "created": how == "created",
+                "changes": [  # the fields are ours, what they hold is not
+                    {"field": f, "before": HOSTILE, "after": HOSTILE}
+                    for f in ("items", "when", "tz")
+                ],
+                "resumed": HOSTILE if how == "resumed" else "",
+                "channel": "C0FIN",
+                "items": HOSTILE,
+                "when": "Mondays at 09:00",
+                "tz": HOSTILE,
+            },
+        )
+        for how in ("created", "changed", "resumed")
+    },
 } | {
     f"notice {kind}": ("notice.json.j2", {"kind": kind, "channel": "C0FIN", "error": HOSTILE})
     for kind in (
         "share_refused",
         "share_not_answer",
         "invite",
+        "invite_digest",
         "shared",
         "share_failed",
         "digest_paused",

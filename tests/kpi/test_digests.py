@@ -1,6 +1,6 @@
 """When a digest is due, and its claim key — pure functions, table-driven."""
 
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -57,10 +57,20 @@ def test_tokyo_monday_morning_is_sunday_in_utc_and_keys_on_tokyo_week():
 
 
 def test_after_missed_mondays_only_the_latest_week_is_due_and_it_is_late():
+    made = datetime(2026, 11, 1, tzinfo=UTC)
     sub = Subscription(id=7, channel="C1", weekday=0, at="09:00", tz="UTC",
-                       created_at=datetime.now(UTC), updated_at=datetime.now(UTC))  # fmt: skip
+                       created_at=made, updated_at=made)  # fmt: skip
     found = due([sub], datetime(2026, 11, 25, 10, tzinfo=UTC))  # three Mondays after 2 Nov
     assert [(d.week, d.late) for d in found] == [("2026-W48", True)]
+
+
+def test_the_first_digest_of_a_subscription_set_after_its_time_is_not_late():
+    # Set on Wednesday 25 Nov to Mondays at 09:00: this week's goes out, but nobody missed it.
+    made = datetime(2026, 11, 25, 10, tzinfo=UTC)
+    sub = Subscription(id=8, channel="C1", weekday=0, at="09:00", tz="UTC",
+                       created_at=made, updated_at=made)  # fmt: skip
+    [first] = due([sub], made + timedelta(minutes=1))
+    assert first.week == "2026-W48" and not first.late
 
 
 def test_the_scheduler_sends_nothing_from_before_the_week_of_subscribing():
