@@ -467,6 +467,7 @@ class KpiService:
                 "A digest belongs to a channel: subscribe in Slack, or name the channel.",
                 example="kpibot ask subscribe --channel C0123FIN",
             )
+        self._check_channel_sees(request.items, viewer)
         with session_scope(self.engine) as session:
             change = digests.subscribe(
                 session,
@@ -489,6 +490,23 @@ class KpiService:
                 "resumed": change.resumed,
             } | digests.describe(sub)
         return Reply("subscribed.json.j2", values)
+
+    def _check_channel_sees(self, items: Sequence[str], viewer: Viewer) -> None:
+        """A digest shows what its channel may see, whoever subscribed: a KPI (or a whole area)
+        the channel may not see would make an empty digest, so it is refused, named only to
+        someone who may see it."""
+        with Session(self.engine) as session:
+            snap = self.snapshot(session)
+        channel = Viewer(channel=viewer.channel)
+        for item in items:
+            named = selected(list(snap.catalog.kpis.values()), [item])
+            if named and not selected(self.visible(snap, channel), [item]):
+                what = named[0].kpi.name if len(named) == 1 else f"the {item} area"
+                raise KpibotError(
+                    f"This channel may not see {what}, so it can't be in its digest: "
+                    "subscribe in a channel that may.",
+                    example="/kpi subscribe finance",
+                )
 
     def _unsubscribe(self, viewer: Viewer, as_of: datetime) -> Reply:
         with session_scope(self.engine) as session:

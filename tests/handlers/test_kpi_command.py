@@ -6,7 +6,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import UTC, date, datetime
 from urllib.parse import parse_qs, quote, urlencode
 from zoneinfo import ZoneInfo
 
@@ -18,10 +18,10 @@ from sqlmodel import select
 
 from bot import ids
 from bot.blockkit import inert, validate
-from kpi import importer
+from kpi import catalog, importer
 from kpi.db import session_scope
 from kpi.importer import load_records
-from kpi.models import AuditLog, Target
+from kpi.models import AuditLog, Subscription, Target
 from tests.handlers.conftest import ADMIN
 
 
@@ -478,3 +478,25 @@ def test_text_slack_sends_with_entities_means_what_the_user_typed(served):
     with session_scope(served.services.engine) as session:
         teams = session.exec(sql("SELECT DISTINCT value FROM seriesdim WHERE dim = 'team'")).all()
     assert [t for (t,) in teams] == ["R&D"]  # no second team spelt R&amp;D
+
+
+def test_subscribing_a_channel_to_a_kpi_it_may_not_see_is_refused(served):
+    # UHR1 may see employee satisfaction through the HR group; the finance channel may not.
+    served.slack.set_usergroups({"S0HR": {"handle": "hr", "users": ["UHR1"]}})
+    with session_scope(served.services.engine) as session:
+        spec = catalog.parse_spec(
+            {"kpis": {"employee_satisfaction": {"visibility": ["C0HRLEAD", "S0HR"]}}}
+        )
+        catalog.apply(spec, session, actor="test", now=datetime(2026, 11, 10, tzinfo=UTC))
+    served.services.kpis.recheck()
+    assert "Employee Satisfaction" in reply_text(
+        served.client.command("list hr", user_id="UHR1", channel_id="C0FIN")
+    )
+    refused = reply_text(
+        served.client.command("subscribe employee satisfaction", user_id="UHR1", channel_id="C0FIN")
+    )
+    assert "This channel may not see Employee Satisfaction" in refused
+    with session_scope(served.services.engine) as session:
+        assert session.exec(select(Subscription)).all() == []
+    made = reply_text(served.client.command("subscribe hr", user_id="UHR1", channel_id="C0FIN"))
+    assert "Weekly KPI digest set up" in made  # HR's other KPIs it may see
