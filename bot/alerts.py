@@ -425,19 +425,39 @@ def act_on_alert(
 ) -> None:
     """A button on an alert: anyone who may see the KPI, on whichever instance, idempotently."""
     try:
-        outcome = _act(services, ACTIONS[action_id], int(value), user, channel, clicked_at)
+        incident_id = int(value) if value.isdigit() else None  # a value we never wrote: refused
+        outcome = _act(services, ACTIONS[action_id], incident_id, user, channel, clicked_at)
         if isinstance(outcome, str):
-            notice = renderer().message("notice.json.j2", kind=outcome, error="")
-            respond(**notice, response_type="ephemeral", replace_original=False)
-        elif outcome is not None:
-            services.notifier.update(*outcome)
+            _notice(respond, outcome)
+        elif outcome is None:
+            _notice(respond, "alert_unchanged")
+        else:
+            _show(services, outcome, respond)
     except Exception as error:  # the job's boundary: tell the user, log what is ours to fix
         report(error, respond)
 
 
+def _show(services: Services, outcome: tuple, respond) -> None:
+    """The action is stored: a message Slack will not edit is said, not reported as a failure
+    of the action."""
+    try:
+        services.notifier.update(*outcome)
+    except SLACK_ERRORS as error:
+        code = getattr(error, "code", None) or getattr(error, "response", {}).get("error", "")
+        log.warning("alert message %s not updated: %s", outcome[1], code or error)
+        _notice(respond, "alert_done_not_shown", error=str(code or type(error).__name__))
+
+
+def _notice(respond, kind: str, error: str = "") -> None:
+    notice = renderer().message("notice.json.j2", kind=kind, error=error)
+    respond(**notice, response_type="ephemeral", replace_original=False)
+
+
 def _act(services, action, incident_id, user, channel, clicked_at):
+    """The action stored: "alert_…" (a notice kind) when refused or closed, None when it
+    changed nothing, else where the message is and what it now says."""
     with session_scope(services.engine) as session:
-        incident = session.get(Incident, incident_id)
+        incident = session.get(Incident, incident_id) if incident_id is not None else None
         snap = services.kpis.snapshot(session)
         kpi = snap.catalog.kpis.get(incident.kpi_key) if incident else None
         if kpi is None or not services.viewer(user, channel).may_see(kpi.kpi):
@@ -450,7 +470,7 @@ def _act(services, action, incident_id, user, channel, clicked_at):
         period = current_period(kpi.kpi.cadence, clicked_at, services.settings.tz).label
         message = alert_message(services, incident, alert, kpi, period)
         where = (incident.channel, incident.message_ts)
-    return (*where, message) if where[1] else None
+    return (*where, message) if where[1] else "alert_done"
 
 
 def evaluate_soon(services: Services) -> None:

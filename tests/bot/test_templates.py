@@ -157,6 +157,9 @@ CASES = {
         "digest_paused",
         "alert_refused",
         "alert_closed",
+        "alert_unchanged",
+        "alert_done",
+        "alert_done_not_shown",
         HOSTILE,  # any other kind is shown as it is
     )
 }

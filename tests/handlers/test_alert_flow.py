@@ -313,3 +313,32 @@ def test_a_channel_slack_refuses_is_tried_once_a_pass_and_a_dead_token_once_in_a
     counts = run_alerts(served.services, as_of=NOW)  # fixed: all three go out
     assert counts[RETRIED] == 3 and not counts[NOT_SENT]
     assert len(about_dso(top_level(served))) == 1
+
+
+def test_a_button_says_what_happened_when_it_changes_nothing_or_slack_keeps_the_old_message(
+    served, caplog
+):
+    set_madrid_receivables(served, 1_000_000)
+    alerts_run(served)
+    [message] = about_dso(top_level(served))
+    click(served, message, ids.ALERT_ACK)
+    served.slack.wait_for("chat.update", count=1, timeout=10)
+    click(served, message, ids.ALERT_ACK, user="U0002")  # acknowledged already
+    served.slack.wait_for("response_url", count=1, timeout=10)
+    [same] = served.slack.responses(f"click-{ids.ALERT_ACK}-U0002")
+    assert "Nothing to change" in same["text"]
+    # Slack will not edit the message (deleted, say): the ownership is stored all the same.
+    served.slack.fail_next("chat.update", error="message_not_found")
+    click(served, message, ids.ALERT_TAKE, user="U0003")
+    served.slack.wait_for("response_url", count=2, timeout=10)
+    [taken] = served.slack.responses(f"click-{ids.ALERT_TAKE}-U0003")
+    validate(taken["blocks"], text=taken["text"])
+    assert "Done, but Slack would not update the alert message (message_not_found)" in taken["text"]
+    with session_scope(served.services.engine) as session:
+        assert session.exec(select(Incident)).one().owner == "U0003"
+    # A value kpibot never wrote is refused, without a traceback.
+    forged = served.slack.response_url("forged")
+    served.client.block_action(ids.ALERT_ACK, "abc", channel_id=ALERTS, response_url=forged)
+    served.slack.wait_for("response_url", count=3, timeout=10)
+    assert "can't act on this alert" in served.slack.responses("forged")[0]["text"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
