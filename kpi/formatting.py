@@ -2,6 +2,7 @@
 
 import math
 from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
 
 CURRENCY_SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£"}
 DECIMALS = {"days": 1, "hours": 1, "%": 2, "×": 2, "score": 2, "count": 0}
@@ -25,10 +26,14 @@ def is_currency(unit: str) -> bool:
     return len(unit) == 3 and unit.isalpha() and unit.isupper()
 
 
+def rounded(value: float, decimals: int) -> Decimal:
+    """Halves away from zero, as people round (178.25 days → 178.3, 2.5 → 3), from the number
+    as it is written (2.675 → 2.68, though its binary double is a hair below)."""
+    return Decimal(repr(value)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+
+
 def number(value: float, decimals: int) -> str:
-    if decimals == 0:
-        value = round(value)
-    text = f"{value:,.{decimals}f}"
+    text = f"{rounded(value, decimals):,.{decimals}f}"
     return "0" if text in ("-0", "-0.0", "-0.00") else text.replace("-", "−")
 
 
@@ -62,7 +67,7 @@ def arrow(delta: float) -> str:
 def rounds_to_zero(delta: float, unit: str) -> bool:
     """Whether a change shows as zero at the unit's precision (`+0.00 %` says nothing)."""
     decimals = 0 if is_currency(unit) else DECIMALS.get(unit, 2)
-    return round(abs(delta), decimals) == 0
+    return rounded(abs(delta), decimals) == 0
 
 
 def fmt_change(delta: float, unit: str) -> str:

@@ -22,6 +22,13 @@ from kpi.views import change_line
         (-0.0001, "%", "0 %"),
         (None, "days", "—"),
         (float("nan"), "days", "—"),
+        # Halves round away from zero, as people do (Python's round() goes to even).
+        (178.25, "days", "178.3 days"),
+        (2.5, "count", "3"),
+        (-2.5, "count", "−3"),
+        (1234.5, "EUR", "€1,235"),
+        (2.675, "%", "2.68 %"),  # as written, though its double is 2.67499…
+        (1e20, "count", "100,000,000,000,000,000,000"),
     ],
 )
 def test_values_carry_their_units_and_sensible_rounding(value, unit, expected):
