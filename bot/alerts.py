@@ -6,6 +6,7 @@ whose update won sends the message. Passes that change nothing write nothing.
 """
 
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -105,7 +106,11 @@ def apply(
             # Another process created the row and applied a decision since this pass read the
             # alerts: ours was made without its incident, so it is not ours to apply.
             return "lost", None
-    unchanged = alert.state == transition.state.value and not alert.recovering
+    unchanged = (
+        alert.state == transition.state.value
+        and not alert.recovering
+        and _same_value(alert.value, reading.value)
+    )
     if transition.kind is Kind.NOTHING and unchanged:
         return "unchanged", None  # the common case: a pass that changes nothing writes nothing
     try:
@@ -114,6 +119,13 @@ def apply(
     except Lost:
         return "lost", None
     return transition.kind.value, applied
+
+
+def _same_value(stored: float | None, read: float | None) -> bool:
+    """A new value in the same state is stored (so `/kpi alerts` is current) but not told."""
+    if stored is None or read is None:
+        return stored is read
+    return math.isclose(stored, read, rel_tol=1e-9, abs_tol=1e-12)
 
 
 class Lost(Exception):

@@ -342,3 +342,16 @@ def test_a_button_says_what_happened_when_it_changes_nothing_or_slack_keeps_the_
     served.slack.wait_for("response_url", count=3, timeout=10)
     assert "can't act on this alert" in served.slack.responses("forged")[0]["text"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_new_value_in_the_same_state_is_listed_but_not_told_again(served):
+    set_madrid_receivables(served, 1_000_000)  # (300k + 1,000k) / 400k × 31 = 100.75 days
+    alerts_run(served)
+    assert "100.8 days" in served.client.command("alerts").text
+    posts = len(served.slack.calls_to("chat.postMessage"))
+    set_madrid_receivables(served, 2_000_000)  # (300k + 2,000k) / 400k × 31 = 178.25: still off
+    assert alerts_run(served).get("nothing") == 1  # stored, not told
+    served.services.kpis.recheck()
+    assert "178.3 days" in served.client.command("alerts").text
+    assert len(served.slack.calls_to("chat.postMessage")) == posts
+    assert alerts_run(served) == {"unchanged": alerts_run(served)["unchanged"]}  # then quiet
