@@ -119,8 +119,10 @@ def subscribe(
     tz: str | None,
     default_tz: str,
     now: datetime,
+    every: bool = False,
 ) -> Change:
-    """Create the channel's subscription, or update only what was given; audited either way."""
+    """Create the channel's subscription, or update only what was given (`every`: back to
+    every KPI the channel may see); audited either way."""
     sub = get_subscription(session, channel)
     before = describe(sub) if sub and sub.active else None
     resumed = sub.paused_reason if sub and sub.active else ""
@@ -131,7 +133,7 @@ def subscribe(
         session.add(sub)
     if before is None:  # new, or coming back after /kpi unsubscribe: start from the defaults
         sub.items, sub.weekday, sub.at, sub.tz = [], 0, "09:00", default_tz
-    if items or before is None:
+    if items or every or before is None:
         sub.items = list(items)
     if weekday is not None:
         sub.weekday = weekday

@@ -92,6 +92,7 @@ class Subscribe:
     weekday: int | None = None  # 0 = Monday
     at: time | None = None
     tz: str | None = None  # a canonical IANA name
+    every: bool = False  # `all`: back to every KPI the channel may see
 
 
 @dataclass(frozen=True)
@@ -406,6 +407,7 @@ def _subscribe(words: list[str], context: _Context) -> Subscribe:
     weekday: int | None = None
     at: time | None = None
     zone: str | None = None
+    every = False
     index = 0
     while index < len(words):
         word = words[index].casefold()
@@ -417,6 +419,9 @@ def _subscribe(words: list[str], context: _Context) -> Subscribe:
         elif area:
             items.append(area[0][0])
             index = area[1]
+        elif word in ("all", "everything"):  # "all KPIs": every one the channel may see
+            every = True
+            index += 2 if index + 1 < len(words) and words[index + 1].casefold() in KPI_WORDS else 1
         elif word in ("weekly", "every", "and", "&", "to", "on"):
             index += 1
         elif word in ("daily", "monthly", "hourly"):
@@ -434,8 +439,15 @@ def _subscribe(words: list[str], context: _Context) -> Subscribe:
             raise _unknown_day(words[index])
         else:
             raise _unknown_item(words[index], context)
-    return Subscribe(tuple(dict.fromkeys(items)), weekday, at, zone)
+    if every and items:
+        raise QueryError(
+            "Name KPIs or areas, or `all` for every KPI this channel may see, not both.",
+            example="/kpi subscribe all",
+        )
+    return Subscribe(tuple(dict.fromkeys(items)), weekday, at, zone, every)
 
+
+KPI_WORDS = ("kpi", "kpis")
 
 _COMMANDS = {
     "help": _help,

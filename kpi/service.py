@@ -479,6 +479,7 @@ class KpiService:
                 tz=request.tz,
                 default_tz=self.tz.key,
                 now=as_of,
+                every=request.every,
             )
             sub = change.subscription
             values = {

@@ -211,6 +211,9 @@ def test_subscribe_says_what_it_set_what_changed_and_when_nothing_did(served):
     moved = subscribe("subscribe weekly on friday at 16:30")
     assert moved["text"].startswith("Weekly KPI digest updated")
     assert "Fridays at 16:30" in moved["text"] and "Mondays at 09:00" in json.dumps(moved)
+    every = subscribe("subscribe all")  # back to every KPI, the rest kept
+    assert every["text"].startswith("Weekly KPI digest updated: every KPI this channel may see")
+    assert "Fridays at 16:30" in every["text"] and "Finance" in json.dumps(every)
     assert "Weekly KPI digest stopped" in reply_text(
         served.client.command("unsubscribe", channel_id="C0FIN")
     )

@@ -236,6 +236,9 @@ def test_record(text, expected):
         ("subscribe on tues at 12am", Subscribe(weekday=1, at=time(0, 0))),
         ("subscribe tz america/new_york", Subscribe(tz="America/New_York")),
         ("subscribe hr hr", Subscribe(("HR",))),
+        ("subscribe all", Subscribe(every=True)),
+        ("subscribe all KPIs on friday", Subscribe(weekday=4, every=True)),
+        ("subscribe everything", Subscribe(every=True)),
     ],
 )
 def test_subscribe(text, expected):
@@ -276,6 +279,7 @@ def test_subscribe(text, expected):
         ("dso by country", QueryError, "split by “country”. Dimensions: branch, team"),
         ("dso by", QueryError, "Name a dimension after `by`"),
         ("dso by branch by team", QueryError, "one dimension at a time"),
+        ("subscribe all finance", QueryError, "not both"),
         ("dso colour=red", QueryError, "no dimension “colour”. Dimensions: branch, team"),
         ("dso branch=Paris", QueryError, "no branch “Paris”. Known: Berlin, Munich, New York"),
         ("dso branch=", QueryError, "value after `branch=`"),
