@@ -430,10 +430,13 @@ def _subscribe(words: list[str], context: _Context) -> Subscribe:
                 example=SUBSCRIBE_EXAMPLE,
             )
         elif (day := _weekday(word)) is not None:
+            _once(weekday, "day", "weekly on friday")
             weekday, index = day, index + 1
         elif word == "at":
+            _once(at, "time", "at 09:00")
             at, index = _time_at(words, index + 1)
         elif word in ("tz", "timezone", "zone"):
+            _once(zone, "time zone", "tz Europe/Berlin")
             zone, index = _zone_at(words, index + 1)
         elif index and words[index - 1].casefold() == "on":
             raise _unknown_day(words[index])
@@ -448,6 +451,17 @@ def _subscribe(words: list[str], context: _Context) -> Subscribe:
 
 
 KPI_WORDS = ("kpi", "kpis")
+
+
+def _once(given: object, what: str, example: str) -> None:
+    """A digest has one day, one time and one zone: a second one is a mistake, not an
+    update."""
+    if given is not None:
+        raise QueryError(
+            f"Give the {what} once: a digest goes out weekly, on one day at one time.",
+            example=f"/kpi subscribe finance {example}",
+        )
+
 
 _COMMANDS = {
     "help": _help,
