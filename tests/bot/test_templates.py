@@ -158,6 +158,7 @@ CASES = {
         "alert_refused",
         "alert_closed",
         "alert_unchanged",
+        "button_unknown",
         "alert_done",
         "alert_done_not_shown",
         HOSTILE,  # any other kind is shown as it is

@@ -113,6 +113,15 @@ def test_a_button_slack_sent_without_its_value_is_acked_and_the_user_told(served
     assert told["response_type"] == "ephemeral"
 
 
+def test_a_button_kpibot_no_longer_knows_is_acked_and_explained(served):
+    url = served.slack.response_url("old-button")
+    assert served.client.block_action("kpi_old_button", "1", response_url=url).status == 200
+    served.slack.wait_for("response_url", timeout=10)
+    [told] = served.slack.responses("old-button")
+    validate(told["blocks"], text=told["text"])
+    assert "older kpibot" in told["text"] and told["response_type"] == "ephemeral"
+
+
 def test_a_hidden_kpi_gets_the_same_reply_as_an_unknown_one(served):
     hidden = served.client.command("employee satisfaction", channel_id="C0PUBLIC")
     unknown = served.client.command("employee satisfactiox", channel_id="C0PUBLIC")
