@@ -107,11 +107,23 @@ def _parse_formula(text: str, measures: tuple[str, ...]) -> Formula:
     return Formula(text=text.strip(), tree=tree, measures=used)
 
 
+# How many arguments each function takes: (fewest, most).
+ARITY = {"min": (2, None), "max": (2, None), "abs": (1, 1)}
+
+
 def _check_call(node: ast.Call) -> None:
     if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
         raise FormulaError(f"only these functions are allowed: {', '.join(FUNCTIONS)}")
-    if node.keywords:
+    if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
         raise FormulaError("functions take plain arguments only")
+    name = node.func.id
+    fewest, most = ARITY[name]
+    if len(node.args) < fewest or (most is not None and len(node.args) > most):
+        wanted = f"{fewest} or more arguments" if most is None else f"{fewest} argument"
+        example = "min(a, b)" if most is None else f"{name}(a)"
+        raise FormulaError(
+            f"{name}() takes {wanted}, not {len(node.args)} (write e.g. `{example}`)"
+        )
 
 
 def _is_function(name: ast.Name, tree: ast.AST) -> bool:
@@ -123,18 +135,36 @@ def _did_you_mean(name: str, choices: Sequence[str]) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
+PRECEDENCE = {ast.Add: 1, ast.Sub: 1, ast.Mult: 2, ast.Div: 2}
+
+
 def _explain(node: ast.AST, describe: Callable[[str], str], days: int) -> str:
+    """The formula written out with its inputs, bracketed where its reading needs it:
+    `(1 − errors ÷ transactions) × 100`, `a − (b − c)`."""
     if isinstance(node, ast.BinOp):
+        rank = PRECEDENCE[type(node.op)]
         left = _explain(node.left, describe, days)
         right = _explain(node.right, describe, days)
-        if isinstance(node.right, ast.BinOp):
+        if _rank(node.left) < rank:
+            left = f"({left})"
+        if _rank(node.right) < rank or (
+            _rank(node.right) == rank and isinstance(node.op, ast.Sub | ast.Div)
+        ):
             right = f"({right})"
         return f"{left} {SYMBOLS[type(node.op)]} {right}"
     if isinstance(node, ast.UnaryOp):
-        return f"−{_explain(node.operand, describe, days)}"
+        operand = _explain(node.operand, describe, days)
+        if isinstance(node.operand, ast.BinOp):
+            operand = f"({operand})"
+        return operand if isinstance(node.op, ast.UAdd) else f"−{operand}"
     if isinstance(node, ast.Name):
         return f"{days} days" if node.id == DAYS else describe(node.id)
     if isinstance(node, ast.Call):
         args = ", ".join(_explain(a, describe, days) for a in node.args)
         return f"{node.func.id}({args})"
     return f"{node.value:g}"
+
+
+def _rank(node: ast.AST) -> int:
+    """How tightly an operand binds: sums 1, products 2, anything else 3 (needs no brackets)."""
+    return PRECEDENCE[type(node.op)] if isinstance(node, ast.BinOp) else 3

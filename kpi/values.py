@@ -1,6 +1,7 @@
 """KPI values: formulas over aggregated measures, targets, status, change, breakdowns, trends."""
 
 import ast
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
@@ -8,9 +9,11 @@ from datetime import date
 from sqlmodel import Session, select
 
 from kpi.aggregate import NO_SCOPE, Scope, buckets_for, first_days, measure_values
-from kpi.formulas import Formula, parse_formula
+from kpi.formulas import Formula, FormulaError, parse_formula
 from kpi.models import Kpi, Measure, Target
 from kpi.periods import Period
+
+log = logging.getLogger("kpibot")
 
 # `no_target`: a value with no target to judge it by (a KPI a catalog gave none).
 STATUSES = ("on_target", "at_risk", "off_target", "no_target", "no_data")
@@ -95,7 +98,11 @@ def load_catalog(session: Session) -> Catalog:
         targets.setdefault(t.kpi_key, []).append(t)
     kpis = {}
     for kpi in session.exec(select(Kpi).order_by(Kpi.area, Kpi.key)):
-        formula = parse_formula(kpi.formula, list(measures))
+        try:
+            formula = parse_formula(kpi.formula, list(measures))
+        except FormulaError as error:  # stored before a check it fails: one KPI, not all
+            log.warning("KPI %s left out: %s (fix it with kpibot catalog load)", kpi.key, error)
+            continue
         used = {name: measures[name] for name in formula.measures}
         kpis[kpi.key] = KpiDef(kpi, formula, used, tuple(targets.get(kpi.key, ())))
     return Catalog(kpis=kpis, measures=measures)

@@ -218,3 +218,17 @@ def test_yaml_errors_name_the_file(tmp_path):
     path.write_text("kpis: [unclosed\n")
     with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
         catalog.read_spec(path)
+
+
+def test_a_stored_formula_a_later_check_refuses_leaves_out_that_kpi_only(catalog_engine, caplog):
+    from sqlalchemy import text
+
+    from kpi.db import session_scope
+    from kpi.values import load_catalog
+
+    with session_scope(catalog_engine) as session:  # as an older kpibot could have stored it
+        session.exec(text("UPDATE kpi SET formula = 'min(finance_errors)' WHERE key = 'dso'"))
+    with session_scope(catalog_engine) as session:
+        kpis = load_catalog(session).kpis
+    assert "dso" not in kpis and len(kpis) == 14
+    assert "KPI dso left out: min() takes 2 or more arguments" in caplog.text
