@@ -187,8 +187,27 @@ def check(spec: CatalogSpec, session: Session) -> None:
             except FormulaError as error:
                 problems.append(f"kpis.{key}.formula: {error}")
         problems += _warn_problems(key, k, existing_kpis.get(key), session)
+        problems += _name_problems(key, k, set(existing_kpis) | set(spec.kpis))
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def _name_problems(key: str, spec: KpiSpec, keys: set[str]) -> list[str]:
+    """A name or alias that spells another KPI's key could never be asked for: a key always
+    means its own KPI."""
+    spelt = {_words(other): other for other in keys if other != key}
+    named = [("name", spec.name)] if spec.name else []
+    named += [(f"aliases[{i}]", alias) for i, alias in enumerate(spec.aliases or [])]
+    return [
+        f"kpis.{key}.{path}: {text!r} is the key of another KPI ({spelt[_words(text)]})"
+        for path, text in named
+        if _words(text) in spelt
+    ]
+
+
+def _words(name: str) -> str:
+    """A name as `/kpi` compares it: case-folded, `_` and `-` as spaces."""
+    return " ".join(re.sub(r"[_-]", " ", name.casefold()).split())
 
 
 def _warn_problems(key: str, spec: KpiSpec, row: Kpi | None, session: Session) -> list[str]:

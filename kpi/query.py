@@ -515,7 +515,12 @@ def _kpi(
 
 
 def _only_kpi(keys: list[str], name_words: list[str]) -> str:
-    """The one key a name matched; a name shared by two KPIs must be given as a key."""
+    """The one key a name matched; a name shared by two KPIs must be given as a key, and a
+    key is always that KPI, whatever names or aliases other KPIs have."""
+    typed = _phrase(" ".join(name_words))
+    exact = [key for key in keys if _phrase(key) == typed]
+    if len(exact) == 1:
+        return exact[0]
     if len(keys) > 1:
         options = " or ".join(f"`{key}`" for key in keys)
         raise QueryError(

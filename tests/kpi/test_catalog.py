@@ -232,3 +232,20 @@ def test_a_stored_formula_a_later_check_refuses_leaves_out_that_kpi_only(catalog
         kpis = load_catalog(session).kpis
     assert "dso" not in kpis and len(kpis) == 14
     assert "KPI dso left out: min() takes 2 or more arguments" in caplog.text
+
+
+def test_a_name_or_alias_that_spells_another_kpis_key_is_refused(catalog_engine):
+    raw = {
+        "kpis": {
+            "other_rate": {"name": "Other rate", "aliases": ["error rate", "DSO"],
+                           "formula": "finance_errors"},
+            "newarea": {"name": "Finance Error Rate", "formula": "finance_errors"},
+        }
+    }  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        load(catalog_engine, raw)
+    assert str(caught.value).splitlines() == [
+        "kpis.other_rate.aliases[1]: 'DSO' is the key of another KPI (dso)",
+        "kpis.newarea.name: 'Finance Error Rate' is the key of another KPI (finance_error_rate)",
+    ]
+    assert "other_rate" not in {k.key for k in rows(catalog_engine, Kpi)}

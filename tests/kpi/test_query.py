@@ -384,6 +384,16 @@ def test_a_name_shared_by_two_kpis_asks_for_the_key():
     assert run("cost_b", kpis=kpis) == Ask("cost_b")
 
 
+def test_a_key_is_its_kpi_whatever_other_kpis_call_themselves():
+    # Another KPI with the alias "DSO", or named like finance_error_rate: the keys still win.
+    kpis = [*KPIS, KpiName("other_rate", "Other rate", ("DSO",)),
+            KpiName("newarea", "Finance Error Rate")]  # fmt: skip
+    assert run("dso last month", kpis=kpis) == Ask("dso", OCTOBER)
+    assert run("finance_error_rate", kpis=kpis) == Ask("finance_error_rate")
+    assert run("subscribe dso", kpis=kpis) == Subscribe(("dso",))
+    assert run("finance error rate", kpis=kpis) == Ask("finance_error_rate")  # its key's words
+
+
 def test_a_kpi_named_like_a_command_still_matches():
     kpis = [*KPIS, KpiName("alerts_handled", "Alerts handled")]
     assert run("alerts handled last month", kpis=kpis) == Ask("alerts_handled", OCTOBER)
