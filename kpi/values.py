@@ -248,8 +248,9 @@ def evaluate(
 
 def data_starts(session: Session, kpi: KpiDef, scope: Scope = NO_SCOPE) -> dict[str | None, date]:
     """{group: the day from which every measure of the KPI that adds up over time has data}.
-    A balance (`last`) needs no history: its value at a period's end is whole."""
-    summed = [m.name for m in kpi.measures.values() if m.over_time != "last"]
+    Only a sum needs the whole period: a balance (`last`) is whole at the period's end, and a
+    sampled level (`avg`, `min`, `max`) is a fair reading from any of its samples."""
+    summed = [m.name for m in kpi.measures.values() if m.over_time == "sum"]
     return {
         group: max(days.values())
         for group, days in first_days(session, summed, scope).items()

@@ -348,6 +348,27 @@ def test_a_balance_does_not_decide_where_a_kpis_data_starts(store):
         assert data_starts(session, kpi) == {None: date(2026, 9, 3)}
 
 
+def test_a_sampled_level_is_compared_from_any_of_its_samples(catalog_engine):
+    """Satisfaction (avg) sampled mid-quarter: Q2 3.7 (3.5 and 3.9 on 15 and 20 May), Q3 3.75
+    (Berlin 4.4; London 3.0 and 3.2 → 3.1; across branches an average: 3.75). +0.05, compared,
+    though the data starts half-way into Q2."""
+    records = [
+        ("satisfaction_score", date(2026, 5, 15), 3.5, {"branch": "Berlin"}),
+        ("satisfaction_score", date(2026, 5, 20), 3.9, {"branch": "London"}),
+        ("satisfaction_score", date(2026, 8, 15), 4.4, {"branch": "Berlin"}),
+        ("satisfaction_score", date(2026, 8, 15), 3.0, {"branch": "London"}),
+        ("satisfaction_score", date(2026, 8, 16), 3.2, {"branch": "London"}),
+    ]
+    load_records(catalog_engine, records, tz=UTC_ZONE)
+    q3, q2 = period_of("quarter", date(2026, 7, 1)), period_of("quarter", date(2026, 4, 1))
+    with session_scope(catalog_engine) as session:
+        kpi = load_catalog(session).kpis["employee_satisfaction"]
+        assert data_starts(session, kpi) == {}  # nothing that adds up over time
+        [item] = evaluate(session, kpi, q3, q2)
+    assert item.value.value == pytest.approx(3.75) and item.previous.value == pytest.approx(3.7)
+    assert item.change.delta == pytest.approx(0.05) and item.change.better is True
+
+
 def late_start(first_sale: date) -> list:
     """Berlin's DSO for October, against a September whose sales start on `first_sale`."""
     return [
