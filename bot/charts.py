@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from matplotlib.figure import Figure
 
+from kpi.formatting import fmt
+
 SIZE_INCHES = (8, 3.6)
 DPI = 100
 COLOURS = {"value": "#1f6feb", "target": "#2da44e", "warn": "#d29922"}
@@ -49,7 +51,7 @@ def _draw(ax, chart: TrendChart) -> None:
             color=COLOURS["target"],
             linestyle="--",
             linewidth=1.5,
-            label=f"target {chart.target:g}",
+            label=f"target {fmt(chart.target, chart.unit)}",
         )
     if chart.target is not None and chart.warn is not None:
         low, high = sorted((chart.target, chart.warn))

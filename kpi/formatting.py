@@ -34,7 +34,19 @@ def rounded(value: float, decimals: int) -> Decimal:
 
 def number(value: float, decimals: int) -> str:
     text = f"{rounded(value, decimals):,.{decimals}f}"
-    return "0" if text in ("-0", "-0.0", "-0.00") else text.replace("-", "−")
+    if text.startswith("-") and not text.strip("-0.,"):  # −0.000004 % is 0.00 %, not −0.00
+        text = text[1:]
+    return text.replace("-", "−")
+
+
+def decimals_of(value: float, unit: str) -> int:
+    """The unit's precision; a count is whole, but a fraction of one (0.19 errors a day, a
+    target of 5 a week pro-rated to 0.71 a day) keeps what tells it from 0."""
+    if is_currency(unit):
+        return 0
+    if unit != "count" or float(value).is_integer() or abs(value) >= 100:
+        return DECIMALS.get(unit, 2)
+    return 1 if abs(value) >= 10 else 2
 
 
 def fmt(value: float | None, unit: str) -> str:
@@ -46,8 +58,7 @@ def fmt(value: float | None, unit: str) -> str:
         amount = number(abs(value), 0)
         sign = "−" if value < 0 and amount != "0" else ""
         return f"{sign}{symbol}{amount}" if symbol else f"{sign}{amount} {unit}"
-    decimals = DECIMALS.get(unit, 2)
-    text = number(value, decimals)
+    text = number(value, decimals_of(value, unit))
     if unit in ("%", "×"):
         return f"{text}{unit}" if unit == "×" else f"{text} %"
     if unit in ("count", "score", ""):
@@ -66,8 +77,7 @@ def arrow(delta: float) -> str:
 
 def rounds_to_zero(delta: float, unit: str) -> bool:
     """Whether a change shows as zero at the unit's precision (`+0.00 %` says nothing)."""
-    decimals = 0 if is_currency(unit) else DECIMALS.get(unit, 2)
-    return rounded(abs(delta), decimals) == 0
+    return rounded(abs(delta), decimals_of(delta, unit)) == 0
 
 
 def fmt_change(delta: float, unit: str) -> str:

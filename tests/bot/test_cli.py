@@ -106,13 +106,13 @@ def test_a_kpi_without_a_target_says_so(store_env, tmp_path):
 
 def test_a_weekly_count_target_is_pro_rated_over_a_month(store_env, tmp_path):
     """back_office_complaints: 5 a week, at risk up to 8. October's 10 complaints are within
-    5 × 31/7 = 22 (they were 'off target', above 8)."""
+    5 × 31/7 = 22.1, at risk to 8 × 31/7 = 35.4 (they were 'off target', above 8)."""
     data = tmp_path / "complaints.csv"
     data.write_text("measure,date,value\ncomplaints,2026-10-05,4\ncomplaints,2026-10-20,6\n")
     assert run("import", str(data), env=store_env).returncode == 0
     answer = run("ask", "complaints last month", "--as-of", "2026-11-02T09:05", env=store_env)
     assert "10 · on target" in answer.stdout, answer.stdout
-    assert "target 22 · off target above 35 (5 a week, pro-rated)" in answer.stdout
+    assert "target 22.1 · off target above 35.4 (5 a week, pro-rated)" in answer.stdout
 
 
 def test_a_missing_catalog_file_is_one_line(store_env, tmp_path):

@@ -19,16 +19,23 @@ from kpi.views import change_line
         (0.823, "×", "0.82×"),
         (3.0, "count", "3"),
         (4.126, "score", "4.13"),
-        (-0.0001, "%", "0 %"),
+        (-0.0001, "%", "0.00 %"),
         (None, "days", "—"),
         (float("nan"), "days", "—"),
         # Halves round away from zero, as people do (Python's round() goes to even).
         (178.25, "days", "178.3 days"),
-        (2.5, "count", "3"),
-        (-2.5, "count", "−3"),
+        (250.5, "count", "251"),
+        (-250.5, "count", "−251"),
         (1234.5, "EUR", "€1,235"),
         (2.675, "%", "2.68 %"),  # as written, though its double is 2.67499…
         (1e20, "count", "100,000,000,000,000,000,000"),
+        (-0.000004, "%", "0.00 %"),  # not −0.00, nor a bare 0
+        (0.625, "×", "0.63×"),
+        # A count is whole, but a fraction of one is not rounded to 0.
+        (6 / 31, "count", "0.19"),
+        (5 / 7, "count", "0.71"),
+        (155 / 7, "count", "22.1"),
+        (235.7, "count", "236"),
     ],
 )
 def test_values_carry_their_units_and_sensible_rounding(value, unit, expected):
@@ -55,7 +62,8 @@ def test_deltas_carry_a_sign():
         (-0.04, "days", "▶ no change"),
         (0.4, "EUR", "▶ no change"),
         (0.0, "count", "▶ no change"),
-        (0.6, "count", "▲ +1"),
+        (3.0, "count", "▲ +3"),
+        (0.06, "count", "▲ +0.06"),  # 4/30 → 6/31 errors a day: a rise, not "no change"
     ],
 )
 def test_changes_show_direction_and_size(delta, unit, expected):
