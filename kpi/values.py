@@ -194,7 +194,9 @@ def _evaluate(kpi: KpiDef, inputs: dict[str, float | None], days: int) -> Value:
         return Value(None, inputs, days, reason=f"no data for {', '.join(missing)}")
     value = kpi.formula.evaluate(inputs, days)
     if value is None:
-        return Value(None, inputs, days, reason="division by zero")
+        zero = [name.replace("_", " ") for name, v in inputs.items() if v == 0]
+        said = f"{' and '.join(zero)} {'is' if len(zero) == 1 else 'are'} 0: " if zero else ""
+        return Value(None, inputs, days, reason=f"{said}the formula divides by 0")
     return Value(value, inputs, days)
 
 

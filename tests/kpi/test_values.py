@@ -151,7 +151,8 @@ def test_missing_data_and_division_by_zero_give_no_data_with_a_reason(store):
         tz=UTC_ZONE,
     )
     found = kpi_value(store, "time_to_hire", OCTOBER)
-    assert found[(0, None)].value is None and found[(0, None)].reason == "division by zero"
+    assert found[(0, None)].value is None
+    assert found[(0, None)].reason == "hires is 0: the formula divides by 0"
 
 
 def test_status_and_change_against_the_previous_month(store):
