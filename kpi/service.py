@@ -596,6 +596,7 @@ class KpiService:
             "day": fmt_day(day),
             "dims": ", ".join(f"{k}={v}" for k, v in dims.items()),
             "changed": summary.changed,
+            "replaced": summary.updated > 0,
             "new_values": _new_values(dims, snap.dimensions),
         }
         return Reply("recorded.json.j2", values)

@@ -91,6 +91,7 @@ CASES = {
             "day": "20 Oct 2026",
             "dims": "branch=Madrid",
             "changed": 1,
+            "replaced": False,
             "new_values": [],
         },
     ),  # fmt: skip
@@ -101,7 +102,8 @@ CASES = {
             "value": HOSTILE,
             "day": "20 Oct 2026",
             "dims": HOSTILE,
-            "changed": 0,
+            "changed": 1,
+            "replaced": True,
             "new_values": [HOSTILE] * 12,
         },
     ),  # fmt: skip
