@@ -135,8 +135,16 @@ def read_spec(path: Path | str) -> CatalogSpec:
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})".splitlines()[0]) from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(error)}") from None
     return parse_spec(raw)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """`line 3, column 7: expected ',' or '}', but got '<stream end>'`, in one line."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(problem).split())
 
 
 def parse_spec(raw: object) -> CatalogSpec:
@@ -151,7 +159,9 @@ def _problem(error: Any) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown field"
-    return f"{path}: {message}"
+    elif error["type"] in ("model_type", "dict_type"):  # not "instance of KpiSpec"
+        message = "should be a mapping of fields (`name: value` lines)"
+    return f"{path or 'the file'}: {message}"
 
 
 def warn_problem(better: str, target: float, warn: float | None) -> str | None:

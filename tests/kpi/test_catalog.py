@@ -249,3 +249,24 @@ def test_a_name_or_alias_that_spells_another_kpis_key_is_refused(catalog_engine)
         "kpis.newarea.name: 'Finance Error Rate' is the key of another KPI (finance_error_rate)",
     ]
     assert "other_rate" not in {k.key for k in rows(catalog_engine, Kpi)}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "kpis: {dso: {target: 4",
+            "bad.yaml: not valid YAML: line 1, column 23: expected ',' or '}'",
+        ),
+        ("- dso\n", "the file: should be a mapping of fields"),
+        ("measures: {bar: 5}\n", "measures.bar: should be a mapping of fields"),
+        ("kpis: {dso: null}\n", "kpis.dso: should be a mapping of fields"),
+    ],
+)
+def test_a_file_of_the_wrong_shape_is_named_in_words_not_class_names(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        catalog.read_spec(path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert "Spec" not in str(caught.value)
