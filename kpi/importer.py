@@ -62,7 +62,7 @@ from sqlalchemy import Connection, Engine, func, select
 
 from kpi import bulk, rollups
 from kpi.errors import ImportRejected
-from kpi.models import Measure, Series
+from kpi.models import Measure, Series, SeriesDim
 from kpi.store import bump_generation_on
 
 REQUIRED = ("measure", "date", "value")
@@ -164,6 +164,8 @@ def import_csv(
                     yield ahead.popleft().result()
 
         with _transaction(engine, tz, dry_run) as loader:
+            # A header `Branch` files under the store's `branch`, not a second dimension.
+            names[:] = [loader.dimension_named(name) for name in names]
             dims = [name for name in names if name not in REQUIRED]
 
             def batches(advance: Callable[[int], None] = lambda _: None) -> Iterator[_Batch]:
@@ -794,6 +796,16 @@ class _Loader:
         self.pending_rows = {"week": 0, "month": 0}
         self.moments = _Moments(tz)
         self._suggestions: dict[str, str] = {}
+        self._dimensions: dict[str, str] | None = None  # stored names by case-folded name
+
+    def dimension_named(self, name: str) -> str:
+        """The stored spelling of a dimension named in another case, else the name itself."""
+        if name in REQUIRED:
+            return name
+        if self._dimensions is None:
+            stored = self.connection.execute(select(SeriesDim.dim).distinct()).scalars()
+            self._dimensions = {dim.casefold(): dim for dim in sorted(stored)}
+        return self._dimensions.get(name.casefold(), name)
 
     def unknown_measure(self, name: str) -> str:
         if name not in self._suggestions:

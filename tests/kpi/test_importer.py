@@ -127,6 +127,16 @@ def test_dimension_order_does_not_make_another_series(catalog_engine, tmp_path):
     assert list(series(catalog_engine).values()) == [("hires", '{"branch":"Berlin","team":"AP"}')]
 
 
+def test_a_dimension_header_in_another_case_is_the_stored_dimension(catalog_engine, tmp_path):
+    run(catalog_engine, write(tmp_path, "measure,date,value,branch\nhires,2026-10-05,2,Berlin\n"))
+    summary = run(
+        catalog_engine,
+        write(tmp_path, "measure,date,value,Branch\nhires,2026-10-05,2,Berlin\n", "b.csv"),
+    )
+    assert (summary.inserted, summary.unchanged) == (0, 1)  # the same row, not a new series
+    assert list(series(catalog_engine).values()) == [("hires", '{"branch":"Berlin"}')]
+
+
 def test_an_empty_dimension_cell_means_no_such_dimension(catalog_engine, tmp_path):
     body = "measure,date,value,branch,team\nhires,2026-10-05,2,Berlin,\nhires,2026-10-05,1,,\n"
     run(catalog_engine, write(tmp_path, body))
