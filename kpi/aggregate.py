@@ -63,6 +63,9 @@ class Scope:
 
     filters: tuple[tuple[str, str], ...] = ()
     by: str | None = None
+    # With `by`: series without that dimension as a group of their own (None), so a breakdown
+    # adds up to the whole. Alerts, per named value, leave it out (and its outer join).
+    unassigned: bool = False
 
 
 NO_SCOPE = Scope()
@@ -281,13 +284,13 @@ def first_days(
 
 
 def _group_sql(scope: Scope, params: dict, series_id: str) -> tuple[str, str]:
-    """The join and the column that group series by `scope.by`'s value (none without it).
-    Series without that dimension form a group of their own, NULL, so the groups add up to
-    the whole."""
+    """The join and the column that group series by `scope.by`'s value (none without it);
+    with `scope.unassigned`, series without that dimension form a group of their own, NULL."""
     if not scope.by:
         return "", "NULL"
     params["by"] = scope.by
-    return f"LEFT JOIN seriesdim g ON g.series_id = {series_id} AND g.dim = :by", "g.value"
+    join = "LEFT JOIN" if scope.unassigned else "JOIN"
+    return f"{join} seriesdim g ON g.series_id = {series_id} AND g.dim = :by", "g.value"
 
 
 def _as_date(day: object) -> date:

@@ -282,7 +282,8 @@ class KpiService:
     def _ask(self, session, snap: Snapshot, request, as_of: datetime) -> Reply:
         kpi = snap.catalog.kpis[request.kpi]
         period = request.period or current_period(kpi.kpi.cadence, as_of, self.tz)
-        scope = Scope(filters=tuple(sorted(dict(request.filters).items())), by=request.by)
+        filters = tuple(sorted(dict(request.filters).items()))
+        scope = Scope(filters=filters, by=request.by, unassigned=bool(request.by))
         previous = period.previous()
         starts = self._data_starts(session, snap, kpi, scope)
         found = evaluate(session, kpi, period, previous, scope, starts)

@@ -99,7 +99,11 @@ def test_data_without_the_dimension_is_a_group_of_its_own_so_the_groups_add_up(s
         ],
         tz=UTC_ZONE,
     )
-    found = kpi_value(store, "dso", OCTOBER, Scope(by="branch"))
+    assert {g for _, g in kpi_value(store, "dso", OCTOBER, Scope(by="branch"))} == {
+        "Berlin",
+        "Madrid",
+    }  # alerts read named values only
+    found = kpi_value(store, "dso", OCTOBER, Scope(by="branch", unassigned=True))
     assert {g for _, g in found} == {"Berlin", "Madrid", None}
     assert found[(0, None)].inputs == {"ar_balance": 30_000, "credit_sales": 60_000}
     assert found[(0, None)].value == pytest.approx(30_000 / 60_000 * 31)  # 15.5
@@ -115,7 +119,7 @@ def test_a_kpi_whose_measure_lacks_the_dimension_gets_no_unassigned_group(store)
     # Errors are kept by team, transactions by branch alone: there is no split by team, not
     # a "(no team)" group holding every transaction.
     load_records(store, [("finance_errors", date(2026, 10, 9), 4, {"team": "AP"})], tz=UTC_ZONE)
-    found = kpi_value(store, "finance_error_rate", OCTOBER, Scope(by="team"))
+    found = kpi_value(store, "finance_error_rate", OCTOBER, Scope(by="team", unassigned=True))
     assert {g for _, g in found} == {"AP"}
     assert found[(0, "AP")].value is None
     assert "no data for finance_transactions" in found[(0, "AP")].reason
