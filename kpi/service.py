@@ -559,6 +559,10 @@ class KpiService:
             "dropped": fmt(before["warn"], unit)
             if before and before["warn"] is not None and after["warn"] is None
             else None,
+            # Kept (a goal can be set after the fact), but most likely a mistyped year.
+            "past_due": fmt_day(request.due)
+            if request.due is not None and request.due < local_today(as_of, self.tz)
+            else None,
         }
         return Reply("target_set.json.j2", values, kpi=kpi.key)
 

@@ -116,6 +116,7 @@ CASES = {
             "after": "target 40",
             "user": "U1",
             "dropped": None,
+            "past_due": None,
         },
     ),
     "target set dropping its band": (
@@ -127,6 +128,7 @@ CASES = {
             "after": HOSTILE,
             "user": "U1",
             "dropped": HOSTILE,
+            "past_due": "1 Jan 2020",
         },
     ),  # fmt: skip
     **{

@@ -198,6 +198,14 @@ def test_a_warn_on_the_better_side_of_the_target_is_refused(served, catalog_engi
     assert (target.target, target.warn) == (45, 55)
 
 
+def test_a_due_date_already_past_is_kept_and_questioned(served):
+    # The served clock says 10 Nov 2026.
+    past = reply_text(served.client.command("target dso 45 warn 55 due 2025-12-31", user_id=ADMIN))
+    assert "due 2025-12-31" in past and "31 Dec 2025, has already passed: check the year" in past
+    ahead = reply_text(served.client.command("target dso 45 warn 55 due 2026-12-31", user_id=ADMIN))
+    assert "has already passed" not in ahead
+
+
 def test_a_target_moved_past_its_band_says_the_band_is_gone(served, catalog_engine):
     done = reply_text(served.client.command("target dso 60", user_id=ADMIN))
     assert "target 60.0 days" in done and "The at-risk band ended at 55.0 days" in done
