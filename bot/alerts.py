@@ -20,7 +20,7 @@ from bot import ids
 from bot.answers import renderer
 from bot.charts import TrendChart, trend_png
 from bot.followups import report
-from bot.notify import TOKEN_ERRORS, PermanentFailure
+from bot.notify import TOKEN_ERRORS, PermanentFailure, error_code
 from bot.services import Services
 from kpi import claims, incidents
 from kpi.aggregate import Scope
@@ -455,9 +455,8 @@ def _show(services: Services, outcome: tuple, respond) -> None:
     try:
         services.notifier.update(*outcome)
     except SLACK_ERRORS as error:
-        code = getattr(error, "code", None) or getattr(error, "response", {}).get("error", "")
-        log.warning("alert message %s not updated: %s", outcome[1], code or error)
-        _notice(respond, "alert_done_not_shown", error=str(code or type(error).__name__))
+        log.warning("alert message %s not updated: %s", outcome[1], error_code(error))
+        _notice(respond, "alert_done_not_shown", error=error_code(error))
 
 
 def _notice(respond, kind: str, error: str = "") -> None:

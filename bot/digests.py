@@ -16,7 +16,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.answers import render_reply, renderer
 from bot.charts import Spark, sparkline_grid_png
-from bot.notify import TOKEN_ERRORS, PermanentFailure
+from bot.notify import TOKEN_ERRORS, PermanentFailure, error_code
 from bot.services import Services
 from kpi import claims, digests
 from kpi.db import session_scope
@@ -102,7 +102,7 @@ def send_one(
         _pause(services, sub, failure.code)
         return "paused", None
     except (SlackApiError, SlackClientError, OSError) as error:
-        _record_failure(services, due, _code(error), final=False)
+        _record_failure(services, due, error_code(error), final=False)
         return "failed", None
     with session_scope(services.engine) as session:
         claims.mark_sent(session, key=due.key, ts=ts, now=services.clock())
@@ -132,7 +132,7 @@ def _attach_chart(services: Services, chart: _Chart) -> None:
             thread_ts=chart.ts,
         )
     except (PermanentFailure, SlackApiError, SlackClientError, OSError) as error:
-        log.warning("digest chart for %s failed: %s", due.channel, _code(error))
+        log.warning("digest chart for %s failed: %s", due.channel, error_code(error))
 
 
 def _chart(services: Services, sparks: list) -> bytes:
@@ -166,13 +166,5 @@ def _pause(services: Services, sub: Subscription, code: str) -> None:
             services.notifier.post(sub.created_by, message)
         except (PermanentFailure, SlackApiError, SlackClientError, OSError) as error:
             log.warning(
-                "could not tell %s about the paused digest: %s", sub.created_by, _code(error)
+                "could not tell %s about the paused digest: %s", sub.created_by, error_code(error)
             )
-
-
-def _code(error: Exception) -> str:
-    if isinstance(error, PermanentFailure):
-        return error.code
-    if isinstance(error, SlackApiError):
-        return str(error.response.get("error") or f"http {error.response.status_code}")
-    return type(error).__name__

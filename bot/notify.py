@@ -109,3 +109,12 @@ class Notifier:
             if code in PERMANENT:
                 raise PermanentFailure(code) from error
             raise
+
+
+def error_code(error: Exception) -> str:
+    """What Slack (or the connection) said, in a word: for logs and notices."""
+    if isinstance(error, PermanentFailure):
+        return error.code
+    if isinstance(error, SlackApiError):
+        return str(error.response.get("error") or f"http {error.response.status_code}")
+    return type(error).__name__

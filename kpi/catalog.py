@@ -21,6 +21,7 @@ from kpi import store
 from kpi.errors import ConfigError
 from kpi.formulas import FormulaError, parse_formula
 from kpi.models import Kpi, Measure, Target
+from kpi.query import name_phrase
 
 BUILTIN = files("kpi") / "catalog.yaml"
 AGGREGATIONS = Literal["sum", "avg", "last", "min", "max"]
@@ -205,19 +206,14 @@ def check(spec: CatalogSpec, session: Session) -> None:
 def _name_problems(key: str, spec: KpiSpec, keys: set[str]) -> list[str]:
     """A name or alias that spells another KPI's key could never be asked for: a key always
     means its own KPI."""
-    spelt = {_words(other): other for other in keys if other != key}
+    spelt = {name_phrase(other): other for other in keys if other != key}
     named = [("name", spec.name)] if spec.name else []
     named += [(f"aliases[{i}]", alias) for i, alias in enumerate(spec.aliases or [])]
     return [
-        f"kpis.{key}.{path}: {text!r} is the key of another KPI ({spelt[_words(text)]})"
+        f"kpis.{key}.{path}: {text!r} is the key of another KPI ({spelt[name_phrase(text)]})"
         for path, text in named
-        if _words(text) in spelt
+        if name_phrase(text) in spelt
     ]
-
-
-def _words(name: str) -> str:
-    """A name as `/kpi` compares it: case-folded, `_` and `-` as spaces."""
-    return " ".join(re.sub(r"[_-]", " ", name.casefold()).split())
 
 
 def _warn_problems(key: str, spec: KpiSpec, row: Kpi | None, session: Session) -> list[str]:

@@ -157,7 +157,7 @@ def subscribe(
         at=now,
     )
     store.bump_subscriptions(session=session)
-    return Change(sub, before is None, changed, resumed or "")
+    return Change(sub, before is None, changed, resumed)
 
 
 def unsubscribe(session: Session, *, channel: str, user: str, now: datetime) -> bool:

@@ -63,8 +63,7 @@ def read_kpi(session: Session, kpi: KpiDef, as_of: datetime, tz: ZoneInfo) -> It
         fresh = newest(session, kpi, dim)
         wanted = {v for d, v in own if d == dim}
         if dim == kpi.kpi.alert_by:
-            # Alert states are per named value; data without the dimension is the overall's.
-            wanted |= {g for (_, g) in found if g is not None} | set(fresh)
+            wanted |= {g for (_, g) in found} | set(fresh)
         for dim_value in sorted(wanted):
             target = own.get((dim, dim_value), overall)
             if target is None or dim_value not in fresh:

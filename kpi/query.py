@@ -195,7 +195,7 @@ def _unquote(word: str) -> str:
     return " ".join(re.sub(r'["“”]', "", word).split())
 
 
-def _phrase(text: str) -> str:
+def name_phrase(text: str) -> str:
     """The comparable form of a name: case-folded, `_`/`-` as spaces, no filler words."""
     words = (word.rstrip(TRAILING) for word in re.sub(r"[_-]", " ", text.casefold()).split())
     return " ".join(word for word in words if word and word not in FILLER)
@@ -216,7 +216,7 @@ class _Lookup(Generic[T]):
     def __init__(self, entries: Iterable[tuple[str, T]]) -> None:
         self._by_phrase: dict[str, list[T]] = {}
         for name, value in entries:
-            phrase = _phrase(name)
+            phrase = name_phrase(name)
             if phrase and value not in self._by_phrase.setdefault(phrase, []):
                 self._by_phrase[phrase].append(value)
         self._longest = max((len(p.split()) for p in self._by_phrase), default=0)
@@ -224,7 +224,7 @@ class _Lookup(Generic[T]):
     def match(self, words: Sequence[str], start: int) -> tuple[list[T], int] | None:
         """The values of the longest run of words from `start` that is a name, and its end."""
         for end in range(min(len(words), start + self._longest), start, -1):
-            values = self._by_phrase.get(_phrase(" ".join(words[start:end])))
+            values = self._by_phrase.get(name_phrase(" ".join(words[start:end])))
             if values:
                 return values, end
         return None
@@ -235,7 +235,7 @@ class _Lookup(Generic[T]):
         return found[0] if found else None
 
     def closest_scored(self, text: str) -> tuple[T, float] | None:
-        phrase = _phrase(text)
+        phrase = name_phrase(text)
         if len(phrase) < 2:
             return None  # WRatio rates one letter found anywhere as a 90% match
         names = list(self._by_phrase)
@@ -517,8 +517,8 @@ def _kpi(
 def _only_kpi(keys: list[str], name_words: list[str]) -> str:
     """The one key a name matched; a name shared by two KPIs must be given as a key, and a
     key is always that KPI, whatever names or aliases other KPIs have."""
-    typed = _phrase(" ".join(name_words))
-    exact = [key for key in keys if _phrase(key) == typed]
+    typed = name_phrase(" ".join(name_words))
+    exact = [key for key in keys if name_phrase(key) == typed]
     if len(exact) == 1:
         return exact[0]
     if len(keys) > 1:
@@ -645,9 +645,9 @@ def _assigned_value(
 ) -> tuple[str, int]:
     """The value after `dim=` and where it ends: the longest known value spelt over the
     following words (`branch=New York`), or else the one word (quoted, it may have spaces)."""
-    phrases = {_phrase(value) for value in known}
+    phrases = {name_phrase(value) for value in known}
     for end in range(min(len(words), at + 6), at, -1):
-        if _phrase(" ".join([first, *words[at + 1 : end]])) in phrases:
+        if name_phrase(" ".join([first, *words[at + 1 : end]])) in phrases:
             return " ".join([first, *words[at + 1 : end]]), end
     return first, at + 1
 
@@ -675,8 +675,8 @@ def _add_filter(rest: _Rest, dim: str, value: str, example: str) -> None:
 
 def _known_value(dim: str, value: str, context: _Context) -> str | None:
     """The stored spelling of `value` among the dimension's values, matched loosely."""
-    wanted = _phrase(value)
-    return next((known for known in context.dimensions[dim] if _phrase(known) == wanted), None)
+    wanted = name_phrase(value)
+    return next((known for known in context.dimensions[dim] if name_phrase(known) == wanted), None)
 
 
 def _known_dimensions(context: _Context) -> str:

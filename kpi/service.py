@@ -247,7 +247,7 @@ class KpiService:
         if isinstance(request, query.Alerts):
             return self._alerts(session, snap, viewer)
         if isinstance(request, query.Subscribe):
-            return self._subscribe(request, viewer, as_of)
+            return self._subscribe(snap, request, viewer, as_of)
         if isinstance(request, query.Unsubscribe):
             return self._unsubscribe(viewer, as_of)
         if isinstance(request, query.DigestPreview):
@@ -462,13 +462,13 @@ class KpiService:
         extra = {"sparks": sparks, "week": f"{week.year}-W{week.week:02d}"}  # the one it covers
         return Reply("digest.json.j2", {"d": view}, extra=extra)
 
-    def _subscribe(self, request, viewer: Viewer, as_of: datetime) -> Reply:
+    def _subscribe(self, snap: Snapshot, request, viewer: Viewer, as_of: datetime) -> Reply:
         if not viewer.channel:
             raise KpibotError(
                 "A digest belongs to a channel: subscribe in Slack, or name the channel.",
                 example="kpibot ask subscribe --channel C0123FIN",
             )
-        self._check_channel_sees(request.items, viewer)
+        self._check_channel_sees(snap, request.items, viewer)
         with session_scope(self.engine) as session:
             change = digests.subscribe(
                 session,
@@ -493,12 +493,10 @@ class KpiService:
             } | digests.describe(sub)
         return Reply("subscribed.json.j2", values)
 
-    def _check_channel_sees(self, items: Sequence[str], viewer: Viewer) -> None:
+    def _check_channel_sees(self, snap: Snapshot, items: Sequence[str], viewer: Viewer) -> None:
         """A digest shows what its channel may see, whoever subscribed: a KPI (or a whole area)
         the channel may not see would make an empty digest, so it is refused, named only to
         someone who may see it."""
-        with Session(self.engine) as session:
-            snap = self.snapshot(session)
         channel = Viewer(channel=viewer.channel)
         for item in items:
             named = selected(list(snap.catalog.kpis.values()), [item])

@@ -291,12 +291,6 @@ def test_a_record_waiting_for_an_import_is_acked_in_time_and_confirmed_later(ser
     validate(confirmation["blocks"], text=confirmation["text"])
     # (300,000 + 100,000) / (150,000 + 350,000) × 31 = 24.8 days.
     assert "24.8 days" in reply_text(served.client.command("dso"))
-    again = reply_text(served.client.command("record credit_sales 50000 2026-10-20 branch=Madrid",
-                                             user_id=ADMIN))  # fmt: skip
-    assert "replacing the value it had for that day" in again
-    same = reply_text(served.client.command("record credit_sales 50000 2026-10-20 branch=Madrid",
-                                            user_id=ADMIN))  # fmt: skip
-    assert "it already had that value" in same and "replacing" not in same
 
 
 def test_a_month_in_progress_counts_its_days_so_far(served):
