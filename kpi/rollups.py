@@ -662,6 +662,12 @@ def insert_new(connection: Connection, parts: Sequence[Partials]) -> None:
             for chunk in _chunks(part):
                 _sqlite_write(connection, chunk, merge=False)
         return
+    copy_new(connection.connection.driver_connection, "rollup", parts)
+
+
+def copy_new(driver, table: str, parts: Sequence[Partials]) -> None:
+    """insert_new's COPY on PostgreSQL, into `table` (rollup, or a table like it) through a
+    psycopg connection."""
     parts = sorted((p for p in parts if len(p)), key=lambda p: p.grain)
     if not parts:
         return
@@ -670,8 +676,7 @@ def insert_new(connection: Connection, parts: Sequence[Partials]) -> None:
     stops = [np.searchsorted(part.series_id, series, "right") for part in parts]
     held = np.cumsum(sum(stop - start for start, stop in zip(starts, stops, strict=True)))
     # held[k]: rows of series 0…k
-    query = f"COPY rollup ({_columns('month')}) FROM STDIN (FORMAT binary)"
-    driver = connection.connection.driver_connection
+    query = f"COPY {table} ({_columns('month')}) FROM STDIN (FORMAT binary)"
     # psycopg's writer thread sends a chunk while the next is encoded: the client's work
     # overlaps the server's instead of taking turns with it.
     with driver.cursor() as cursor, cursor.copy(query, writer=QueuedLibpqWriter(cursor)) as copy:

@@ -1,18 +1,30 @@
 """A first import into an empty store: on PostgreSQL it loads observations and rollups without
-their primary keys, streaming the rows, and builds the keys at the end. Whatever happens, the
-keys are there afterwards and nothing of a rejected file is."""
+their primary keys, streaming the rows, and builds the keys at the end; the rollups of a big one
+go into a table of their own on a second connection, which then takes rollup's place. Whatever
+happens, the keys are there afterwards and nothing of a rejected file is."""
 
+import uuid
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from kpi import importer, rollups
 from kpi.errors import ImportRejected
+from kpi.models import Rollup
 
 BERLIN = ZoneInfo("Europe/Berlin")
 HEADER = "measure,date,value,branch\n"
+
+
+@pytest.fixture(autouse=True, params=["rollups in place", "rollups aside"])
+def rollups_path(request, monkeypatch):
+    """Every test of a first import runs with the rollups loaded in place (a small import on
+    PostgreSQL, and SQLite) and aside (a big import on PostgreSQL)."""
+    if request.param == "rollups aside":
+        monkeypatch.setattr(importer, "ROLLUPS_ASIDE_ROWS", 1)
+    return request.param
 
 
 def write(tmp_path, body: str, name: str = "measures.csv"):
@@ -209,4 +221,120 @@ def test_a_failure_mid_stream_leaves_nothing_and_the_store_usable(
     assert counts(catalog_engine) == (0, 0, 0)
     assert key_ids(catalog_engine) == before
     assert run(catalog_engine, write(tmp_path, LINES)).inserted == 24
+    assert consistent(catalog_engine) == []
+
+
+# --- PostgreSQL: a big first import's rollups, loaded aside --------------------------------
+
+POSTGRES_ONLY = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
+def rollup_table(engine) -> dict:
+    """What of rollup a reader or an administrator sees, and any table loaded aside."""
+    queries = {
+        "oid": "SELECT 'rollup'::regclass::oid::int",
+        "columns": "SELECT string_agg(format('%s %s %s %s', column_name, data_type, is_nullable,"
+        " column_default), ', ' ORDER BY ordinal_position) FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = 'rollup'",
+        "constraints": "SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid), ', ')"
+        " FROM pg_constraint WHERE conrelid = 'rollup'::regclass",
+        "indexes": "SELECT string_agg(indexname, ', ') FROM pg_indexes"
+        " WHERE schemaname = current_schema() AND tablename = 'rollup'",
+        "access": "SELECT relowner::regrole::text || ' ' || coalesce(relacl::text, '')"
+        " FROM pg_class WHERE oid = 'rollup'::regclass",
+        "asides": "SELECT count(*) FROM pg_class WHERE relname LIKE 'kpibot_rollup_load_%'",
+    }
+    with engine.connect() as connection:
+        return {name: connection.execute(text(query)).scalar() for name, query in queries.items()}
+
+
+@pytest.fixture
+def reader_role(catalog_engine):
+    """A role an administrator let read rollup before the first import."""
+    role = f"kpibot_reader_{uuid.uuid4().hex[:8]}"
+    with catalog_engine.begin() as connection:
+        connection.execute(text(f"CREATE ROLE {role}"))
+        connection.execute(text(f"GRANT SELECT ON rollup TO {role}"))
+    yield role
+    with catalog_engine.begin() as connection:
+        connection.execute(text(f"DROP OWNED BY {role}"))
+        connection.execute(text(f"DROP ROLE {role}"))
+
+
+@POSTGRES_ONLY
+def test_rollups_loaded_aside_take_rollups_place_as_it_was(
+    catalog_engine, tmp_path, rollups_path, reader_role
+):
+    before = rollup_table(catalog_engine)
+
+    run(catalog_engine, write(tmp_path, LINES))
+
+    after = rollup_table(catalog_engine)
+    if rollups_path == "rollups aside":
+        assert after["oid"] != before["oid"]  # a table of its own took rollup's place
+    else:
+        assert after["oid"] == before["oid"]
+    assert {k: v for k, v in after.items() if k != "oid"} == {
+        k: v for k, v in before.items() if k != "oid"
+    }
+    assert before["constraints"] == "rollup_pkey PRIMARY KEY (series_id, grain, start)"
+    assert f"{reader_role}=r/" in after["access"]
+    assert after["asides"] == 0
+    assert counts(catalog_engine) == (2, 24, 2 * (12 + 3))
+    assert consistent(catalog_engine) == []
+    assert_keys_hold(catalog_engine)
+    with catalog_engine.connect() as connection:  # the model still maps the table
+        assert connection.execute(select(func.count()).select_from(Rollup)).scalar() == 30
+
+
+@POSTGRES_ONLY
+def test_a_first_import_failing_after_its_rollups_were_loaded_aside_leaves_nothing(
+    catalog_engine, tmp_path, monkeypatch
+):
+    """The table loaded aside is committed before the import's transaction ends: when that
+    rolls back, the table is dropped too."""
+    before = rollup_table(catalog_engine)
+
+    def fails(connection):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(importer, "bump_generation_on", fails)  # after the swap
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run(catalog_engine, write(tmp_path, LINES))
+    monkeypatch.undo()
+
+    assert rollup_table(catalog_engine) == before
+    assert counts(catalog_engine) == (0, 0, 0)
+    assert_keys_hold(catalog_engine)
+    assert run(catalog_engine, write(tmp_path, LINES)).inserted == 24
+    assert consistent(catalog_engine) == []
+
+
+@POSTGRES_ONLY
+def test_a_failed_load_aside_fails_the_import_and_leaves_nothing(
+    catalog_engine, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(importer, "ROLLUPS_ASIDE_ROWS", 1)
+    before = rollup_table(catalog_engine)
+
+    def fails(driver, table, parts):
+        raise RuntimeError("no space left on device")
+
+    monkeypatch.setattr(rollups, "copy_new", fails)
+    with pytest.raises(RuntimeError, match="no space left"):
+        run(catalog_engine, write(tmp_path, LINES))
+
+    assert rollup_table(catalog_engine) == before
+    assert counts(catalog_engine) == (0, 0, 0)
+    assert_keys_hold(catalog_engine)
+
+
+@POSTGRES_ONLY
+def test_a_first_import_drops_a_table_a_killed_import_left_aside(catalog_engine, tmp_path):
+    with catalog_engine.begin() as connection:
+        connection.execute(text("CREATE TABLE kpibot_rollup_load_0123456789ab (x int)"))
+
+    run(catalog_engine, write(tmp_path, LINES))
+
+    assert rollup_table(catalog_engine)["asides"] == 0
     assert consistent(catalog_engine) == []
