@@ -635,13 +635,10 @@ def _prepare_frame(frame: _Frame, dims: list[str], loader: "_Loader") -> _Batch:
     combo = combo[good]
     codes_used, first = np.unique(combo, return_index=True)
     series_of_combo = np.zeros(int(combo.max()) + 1 if len(combo) else 0, np.int64)
-    for code, row in zip(codes_used, good[first], strict=True):
-        pairs = [
-            (name, uniques[codes[row]])
-            for name, (codes, uniques) in zip(dims, dim_columns, strict=True)
-            if uniques[codes[row]] != ""
-        ]
-        series_of_combo[code] = loader.series_key(measures[measure_codes[row]], pairs)
+    rows = good[first]
+    named = [np.array(measures, object)[measure_codes[rows]]]
+    named += [np.array(uniques, object)[codes[rows]] for codes, uniques in dim_columns]
+    series_of_combo[codes_used] = loader.file_series_keys(dims, list(zip(*named, strict=True)))
     return _distinct(
         loader,
         series=series_of_combo[combo],
@@ -786,6 +783,7 @@ class _Loader:
         self.keys: list[tuple[str, str, list[tuple[str, str]]]] = []
         self.key_index: dict[tuple[str, str], int] = {}
         self._given: dict[tuple, int] = {}  # as written (dimension order), to the key
+        self._file_keys: dict[tuple[str, ...], dict[tuple, int]] = {}  # per file header
         self.ids = np.zeros(0, np.int64)  # stored series id per key, 0 while there is none
         self.earliest = np.zeros(0, np.int64)  # earliest and latest moment seen so far per key
         self.latest = np.zeros(0, np.int64)
@@ -827,6 +825,18 @@ class _Loader:
                 hint = f" (did you mean '{best[0]}'?)" if best else ""
                 self._suggestions[name] = f"unknown measure '{name}'{hint}"
         return self._suggestions[name]
+
+    def file_series_keys(self, dims: list[str], rows: list[tuple[str, ...]]) -> np.ndarray:
+        """The series key of each (measure, value of each of dims, "" for none) of a file: a
+        block has one per series it holds, and a file thousands of blocks, so a key once found
+        is one dictionary lookup."""
+        known = self._file_keys.setdefault(tuple(dims), {})
+        keys = np.fromiter((known.get(row, -1) for row in rows), np.int64, len(rows))
+        for k in np.flatnonzero(keys < 0):
+            measure, *values = rows[k]
+            pairs = [(d, v) for d, v in zip(dims, values, strict=True) if v != ""]
+            keys[k] = known[rows[k]] = self.series_key(measure, pairs)
+        return keys
 
     def series_key(self, measure: str, pairs: list[tuple[str, str]]) -> int:
         given = (measure, *pairs)
