@@ -1,6 +1,7 @@
 """How fast `kpibot import` loads a big measure file, against what the database driver alone does.
 
     .venv/bin/python bench/import_bench.py [--rows 1000000] [--backend sqlite|postgresql|both]
+        [--rounds 3]
 
 Generates a CSV of ROWS rows (10 measures, 2,000 series, 3 years) and one of twice as many in a
 temporary directory, then per backend prints:
@@ -11,6 +12,10 @@ temporary directory, then per backend prints:
 - the first import into an empty store, in rows/s and as a multiple of the floor (goal ≥ 0.5x);
 - a re-import of the same file, which changes nothing (goal ≥ 1x the floor);
 - peak RSS of importing ROWS and 2×ROWS rows, each in a fresh process (goal ≤ 1.2x).
+
+The floor and the imports alternate ROUNDS times (--rounds, 3), each in a fresh store, and each
+ratio is the median of the rounds' ratios, every round's shown: one floor run here can take
+twice as long as the next, which made a single pair's ratio swing by 0.2x.
 
 PostgreSQL gets a database of its own (created, then dropped); SQLite a temporary file. A script
 that prints figures, not a timed test.
@@ -195,29 +200,42 @@ def label(rows: int) -> str:
     return f"{rows / 1e6:g}M" if rows >= 1_000_000 else f"{rows / 1e3:g}k"
 
 
-def bench(backend: str, rows: int, files: dict[int, Path], workdir: Path, admin_url: str) -> None:
-    url, drop = fresh_store(backend, workdir, admin_url)
-    try:
-        open_store(url).dispose()
-        floor_seconds = floor(backend, url, files[rows])
-    finally:
-        drop()
-    floor_rate = rows / floor_seconds
-    how = "csv.reader → executemany" if backend == "sqlite" else "COPY FROM STDIN (FORMAT csv)"
-    print(f"floor {backend} {label(rows)}: {floor_rate:,.0f} rows/s ({how}, bare table)")
-    small = run_child(backend, workdir, admin_url, files[rows])
+def bench(
+    backend: str, rows: int, files: dict[int, Path], workdir: Path, admin_url: str, rounds: int
+) -> None:
+    """Floor and import alternate, each in a fresh store, `rounds` times: on this machine one
+    floor run can take twice as long as the next, so a ratio is the median of the rounds'
+    ratios, each floor against the import right after it."""
+    floors, runs = [], []
+    for _ in range(rounds):
+        url, drop = fresh_store(backend, workdir, admin_url)
+        try:
+            open_store(url).dispose()
+            floors.append(rows / floor(backend, url, files[rows]))
+        finally:
+            drop()
+        runs.append(run_child(backend, workdir, admin_url, files[rows]))
     big = run_child(backend, workdir, admin_url, files[2 * rows])
-    first_rate = rows / small["first"]
-    again_rate = rows / small["again"]
+
+    def median_of(rates: list[float]) -> tuple[float, float, str]:
+        ratios = [rate / floor_rate for rate, floor_rate in zip(rates, floors, strict=True)]
+        middle = sorted(range(rounds), key=lambda k: ratios[k])[rounds // 2]
+        shown = ", ".join(f"{ratio:.2f}x" for ratio in ratios)
+        return rates[middle], ratios[middle], f"rounds {shown}" if rounds > 1 else ""
+
+    how = "csv.reader → executemany" if backend == "sqlite" else "COPY FROM STDIN (FORMAT csv)"
+    spread = f"{min(floors):,.0f}–{max(floors):,.0f}" if rounds > 1 else f"{floors[0]:,.0f}"
+    print(f"floor {backend} {label(rows)}: {spread} rows/s ({how}, bare table)")
+    rate, ratio, shown = median_of([rows / run["first"] for run in runs])
+    small = runs[[rows / run["first"] for run in runs].index(rate)]
     print(
-        f"import {backend} {label(rows)}: {first_rate:,.0f} rows/s = "
-        f"{first_rate / floor_rate:.2f}x floor · peak RSS {small['first_rss_kb'] / 1024:.0f} MB"
-        f"   [{small['first_line']}]"
+        f"import {backend} {label(rows)}: {rate:,.0f} rows/s = {ratio:.2f}x floor · "
+        f"peak RSS {small['first_rss_kb'] / 1024:.0f} MB   [{small['first_line']}] {shown}"
     )
+    rate, ratio, shown = median_of([rows / run["again"] for run in runs])
     print(
-        f"re-import {backend} {label(rows)}: {again_rate:,.0f} rows/s = "
-        f"{again_rate / floor_rate:.2f}x floor · {small['again_changed']} changed"
-        f"   [{small['again_line']}]"
+        f"re-import {backend} {label(rows)}: {rate:,.0f} rows/s = {ratio:.2f}x floor · "
+        f"{small['again_changed']} changed   [{small['again_line']}] {shown}"
     )
     print(
         f"daily import {backend} into the {label(rows)} store: {small['daily_rows']:,} new rows "
@@ -236,6 +254,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES, help="an existing database")
+    parser.add_argument("--rounds", type=int, default=3, help="floor and import, alternated")
     parser.add_argument("--child", nargs=2, metavar=("URL", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -254,7 +273,7 @@ def main() -> None:
             f"{files[args.rows].stat().st_size / 1e6:.0f} MB"
         )
         for backend in backends:
-            bench(backend, args.rows, files, workdir, args.postgres_url)
+            bench(backend, args.rows, files, workdir, args.postgres_url, args.rounds)
 
 
 if __name__ == "__main__":
