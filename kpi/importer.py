@@ -1319,6 +1319,10 @@ _ADVISORY_LOCK = 0x6B70_6962_6F74  # "kpibot": one writer of observations at a t
 # A first import with at least this many rollup rows loads them aside (see insert_rollups).
 ROLLUPS_ASIDE_ROWS = 20_000
 _ASIDE_PREFIX = "kpibot_rollup_load_"
+# What a first import lets the server use to sort a key, for its transaction only: the manual
+# (Populating a Database) advises raising it for a bulk load. The default, 64MB, sorts the
+# observations' key of 1M rows on disk, ~0.3 s slower.
+_KEY_MEMORY = "256MB"
 # rollup's columns as they are in the database, read from the catalog: that takes no lock on
 # rollup, which this import's own transaction holds.
 _ROLLUP_COLUMNS = """
@@ -1391,7 +1395,9 @@ class _PostgresStore(_Store):
         (columns,) = self.driver.execute(_ROLLUP_COLUMNS).fetchone()
         # The load takes about as long as building the key without parallel workers, which
         # would only compete with it for the server's cores (2 here: 0.15 s slower with them).
+        # Alone, the key's sort gets all the memory the keys may use: 1M rows sort in memory.
         self.driver.execute("SELECT set_config('max_parallel_maintenance_workers', '0', true)")
+        self.driver.execute("SELECT set_config('maintenance_work_mem', %s, true)", (_KEY_MEMORY,))
         with ThreadPoolExecutor(1, thread_name_prefix="kpibot-rollups") as pool:
             loading = pool.submit(self._load_aside, aside, columns, parts, rollup_key[2])
             try:
@@ -1405,7 +1411,7 @@ class _PostgresStore(_Store):
         try:
             driver = raw.driver_connection
             driver.execute(f"CREATE TABLE {aside} ({columns})")
-            rollups.copy_new(driver, aside, parts)
+            rollups.copy_new(driver, aside, parts, freeze=True)
             driver.execute(f'ALTER TABLE {aside} ADD CONSTRAINT "{aside}_pkey" {key}')
             driver.commit()
             self.asides.append(aside)

@@ -665,9 +665,11 @@ def insert_new(connection: Connection, parts: Sequence[Partials]) -> None:
     copy_new(connection.connection.driver_connection, "rollup", parts)
 
 
-def copy_new(driver, table: str, parts: Sequence[Partials]) -> None:
+def copy_new(driver, table: str, parts: Sequence[Partials], *, freeze: bool = False) -> None:
     """insert_new's COPY on PostgreSQL, into `table` (rollup, or a table like it) through a
-    psycopg connection."""
+    psycopg connection. `freeze` (for a table created in the same transaction) stores the rows
+    frozen and their pages all-visible, so the first answers to read them do not write them
+    again to set hint bits."""
     parts = sorted((p for p in parts if len(p)), key=lambda p: p.grain)
     if not parts:
         return
@@ -676,7 +678,8 @@ def copy_new(driver, table: str, parts: Sequence[Partials]) -> None:
     stops = [np.searchsorted(part.series_id, series, "right") for part in parts]
     held = np.cumsum(sum(stop - start for start, stop in zip(starts, stops, strict=True)))
     # held[k]: rows of series 0…k
-    query = f"COPY {table} ({_columns('month')}) FROM STDIN (FORMAT binary)"
+    options = "FORMAT binary, FREEZE" if freeze else "FORMAT binary"
+    query = f"COPY {table} ({_columns('month')}) FROM STDIN ({options})"
     # psycopg's writer thread sends a chunk while the next is encoded: the client's work
     # overlaps the server's instead of taking turns with it.
     with driver.cursor() as cursor, cursor.copy(query, writer=QueuedLibpqWriter(cursor)) as copy:

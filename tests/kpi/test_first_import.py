@@ -248,6 +248,21 @@ def rollup_table(engine) -> dict:
         return {name: connection.execute(text(query)).scalar() for name, query in queries.items()}
 
 
+def frozen_pages(engine) -> tuple[int, int]:
+    """rollup's pages marked all-frozen in the visibility map, and all its pages."""
+    with engine.begin() as connection:
+        connection.execute(text("CREATE EXTENSION IF NOT EXISTS pg_visibility"))
+        return tuple(
+            connection.execute(
+                text(
+                    "SELECT all_frozen, pg_relation_size('rollup')"
+                    " / current_setting('block_size')::int"
+                    " FROM pg_visibility_map_summary('rollup')"
+                )
+            ).one()
+        )
+
+
 @pytest.fixture
 def reader_role(catalog_engine):
     """A role an administrator let read rollup before the first import."""
@@ -272,8 +287,10 @@ def test_rollups_loaded_aside_take_rollups_place_as_it_was(
     after = rollup_table(catalog_engine)
     if rollups_path == "rollups aside":
         assert after["oid"] != before["oid"]  # a table of its own took rollup's place
+        assert frozen_pages(catalog_engine) == (1, 1)  # loaded frozen: no hint bits to write
     else:
         assert after["oid"] == before["oid"]
+        assert frozen_pages(catalog_engine) == (0, 1)
     assert {k: v for k, v in after.items() if k != "oid"} == {
         k: v for k, v in before.items() if k != "oid"
     }
@@ -317,7 +334,7 @@ def test_a_failed_load_aside_fails_the_import_and_leaves_nothing(
     monkeypatch.setattr(importer, "ROLLUPS_ASIDE_ROWS", 1)
     before = rollup_table(catalog_engine)
 
-    def fails(driver, table, parts):
+    def fails(driver, table, parts, freeze):
         raise RuntimeError("no space left on device")
 
     monkeypatch.setattr(rollups, "copy_new", fails)
