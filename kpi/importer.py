@@ -1323,10 +1323,11 @@ _ASIDE_PREFIX = "kpibot_rollup_load_"
 # (Populating a Database) advises raising it for a bulk load. The default, 64MB, sorts the
 # observations' key of 1M rows on disk, ~0.3 s slower.
 _KEY_MEMORY = "256MB"
-# rollup's columns as they are in the database, read from the catalog: that takes no lock on
-# rollup, which this import's own transaction holds.
+# rollup's schema and columns as they are in the database, read from the catalog: that takes
+# no lock on rollup, which this import's own transaction holds.
 _ROLLUP_COLUMNS = """
-SELECT string_agg(format('%I %s%s', attname, format_type(atttypid, atttypmod),
+SELECT (SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = 'rollup'::regclass),
+       string_agg(format('%I %s%s', attname, format_type(atttypid, atttypmod),
                          CASE WHEN attnotnull THEN ' NOT NULL' ELSE '' END), ', ' ORDER BY attnum)
 FROM pg_attribute WHERE attrelid = 'rollup'::regclass AND attnum > 0 AND NOT attisdropped
 """
@@ -1341,6 +1342,11 @@ SELECT format('GRANT %s ON rollup TO %s%s', a.privilege_type,
 FROM pg_class c, aclexplode(c.relacl) a
 WHERE c.oid = 'rollup'::regclass AND a.grantee <> c.relowner
 """
+
+
+def _key_name(table: str) -> str:
+    """The name of the primary key of a (schema-qualified) table loaded aside."""
+    return f"{table.rpartition('.')[2]}_pkey"
 
 
 class _PostgresStore(_Store):
@@ -1391,8 +1397,8 @@ class _PostgresStore(_Store):
         # place in this transaction, so readers see it at commit, like the rest.
         rollup_key = next(key for key in self.dropped_keys if key[0] == "rollup")
         self.dropped_keys.remove(rollup_key)
-        aside = f"{_ASIDE_PREFIX}{uuid.uuid4().hex[:12]}"
-        (columns,) = self.driver.execute(_ROLLUP_COLUMNS).fetchone()
+        schema, columns = self.driver.execute(_ROLLUP_COLUMNS).fetchone()
+        aside = f"{schema}.{_ASIDE_PREFIX}{uuid.uuid4().hex[:12]}"  # beside rollup
         # The load takes about as long as building the key without parallel workers, which
         # would only compete with it for the server's cores (2 here: 0.15 s slower with them).
         # Alone, the key's sort gets all the memory the keys may use: 1M rows sort in memory.
@@ -1412,7 +1418,7 @@ class _PostgresStore(_Store):
             driver = raw.driver_connection
             driver.execute(f"CREATE TABLE {aside} ({columns})")
             rollups.copy_new(driver, aside, parts, freeze=True)
-            driver.execute(f'ALTER TABLE {aside} ADD CONSTRAINT "{aside}_pkey" {key}')
+            driver.execute(f"ALTER TABLE {aside} ADD CONSTRAINT {_key_name(aside)} {key}")
             driver.commit()
             self.asides.append(aside)
         finally:
@@ -1423,7 +1429,9 @@ class _PostgresStore(_Store):
         access = self.driver.execute(_ROLLUP_ACCESS).fetchall()
         self.driver.execute("DROP TABLE rollup")
         self.driver.execute(f"ALTER TABLE {aside} RENAME TO rollup")
-        self.driver.execute(f'ALTER TABLE rollup RENAME CONSTRAINT "{aside}_pkey" TO "{key_name}"')
+        self.driver.execute(
+            f'ALTER TABLE rollup RENAME CONSTRAINT {_key_name(aside)} TO "{key_name}"'
+        )
         for (statement,) in access:
             self.driver.execute(statement)
 
@@ -1431,8 +1439,9 @@ class _PostgresStore(_Store):
         """Tables loaded aside by a first import killed before it could drop them. (Only an
         import holding the advisory lock, as this one does, has one in use.)"""
         stale = self.driver.execute(
-            "SELECT quote_ident(relname) FROM pg_class WHERE relkind = 'r'"
-            " AND relnamespace = current_schema()::regnamespace AND starts_with(relname, %s)",
+            "SELECT relnamespace::regnamespace::text || '.' || quote_ident(relname) FROM pg_class"
+            " WHERE relkind = 'r' AND starts_with(relname, %s) AND relnamespace ="
+            " (SELECT relnamespace FROM pg_class WHERE oid = 'rollup'::regclass)",
             (_ASIDE_PREFIX,),
         ).fetchall()
         for (name,) in stale:

@@ -4,13 +4,16 @@ go into a table of their own on a second connection, which then takes rollup's p
 happens, the keys are there afterwards and nothing of a rejected file is."""
 
 import uuid
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
-from kpi import importer, rollups
+from kpi import catalog, importer, rollups
+from kpi.db import make_engine, open_store, session_scope
 from kpi.errors import ImportRejected
 from kpi.models import Rollup
 
@@ -355,3 +358,48 @@ def test_a_first_import_drops_a_table_a_killed_import_left_aside(catalog_engine,
 
     assert rollup_table(catalog_engine)["asides"] == 0
     assert consistent(catalog_engine) == []
+
+
+def test_a_store_in_a_schema_of_its_own_loads_its_rollups_aside_there(
+    postgres_url, tmp_path, monkeypatch
+):
+    """The table loaded aside goes beside rollup, in whatever schema holds the store, even one
+    that needs quoting and is not the first of the search path."""
+    monkeypatch.setattr(importer, "ROLLUPS_ASIDE_ROWS", 1)
+    tag = uuid.uuid4().hex[:6]
+    store, other = f"Kpi-{tag}", f"Other-{tag}"
+    admin = make_engine(postgres_url)
+    public_rollup = rollup_table(admin)["oid"]
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{store}"'))
+    url = make_url(postgres_url)
+    open_store(
+        url.update_query_dict({"options": f'-csearch_path="{store}"'}).render_as_string(False)
+    ).dispose()
+    with admin.begin() as connection:  # created after the store: the first of the path
+        connection.execute(text(f'CREATE SCHEMA "{other}"'))
+    path = f'-csearch_path="{other}","{store}"'
+    engine = open_store(url.update_query_dict({"options": path}).render_as_string(False))
+    try:
+        with session_scope(engine) as session:
+            catalog.load_builtin_if_empty(session, now=datetime(2026, 1, 1, tzinfo=UTC))
+
+        run(engine, write(tmp_path, LINES))
+
+        with admin.connect() as connection:
+            where = connection.execute(
+                text(
+                    "SELECT relnamespace::regnamespace::text, relname FROM pg_class"
+                    " WHERE relname = 'rollup' OR relname LIKE 'kpibot_rollup_load_%'"
+                    " ORDER BY 1"
+                )
+            ).all()
+        assert where == [(f'"{store}"', "rollup"), ("public", "rollup")]
+        assert rollup_table(admin)["oid"] == public_rollup  # the other store's is untouched
+        assert counts(engine) == (2, 24, 30)
+        assert consistent(engine) == []
+    finally:
+        engine.dispose()
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{store}", "{other}" CASCADE'))
+        admin.dispose()
