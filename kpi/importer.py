@@ -1327,9 +1327,28 @@ _KEY_MEMORY = "256MB"
 # no lock on rollup, which this import's own transaction holds.
 _ROLLUP_COLUMNS = """
 SELECT (SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = 'rollup'::regclass),
-       string_agg(format('%I %s%s', attname, format_type(atttypid, atttypmod),
-                         CASE WHEN attnotnull THEN ' NOT NULL' ELSE '' END), ', ' ORDER BY attnum)
-FROM pg_attribute WHERE attrelid = 'rollup'::regclass AND attnum > 0 AND NOT attisdropped
+       string_agg(format('%I %s%s%s', a.attname, format_type(a.atttypid, a.atttypmod),
+                         CASE WHEN a.attcollation <> t.typcollation
+                              THEN ' COLLATE ' || a.attcollation::regcollation::text END,
+                         CASE WHEN a.attnotnull THEN ' NOT NULL' END), ', ' ORDER BY a.attnum)
+FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+WHERE a.attrelid = 'rollup'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+"""
+# Whether rollup is as the migrations made it: its columns, key, owner and privileges, which a
+# table loaded aside can take over. Anything an administrator added (an index, a view or other
+# dependent object, a trigger, a policy, storage or statistics settings, a comment, column
+# privileges) would be lost or would block the swap, so such a store loads its rollups in place.
+_ROLLUP_PLAIN = """
+SELECT c.relpersistence = 'p' AND c.reltablespace = 0 AND c.reloptions IS NULL
+   AND NOT c.relrowsecurity AND NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = c.oid)
+   AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.deptype <> 'i' AND (
+           (d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid)
+           OR (d.refclassid = 'pg_type'::regclass AND d.refobjid = c.reltype)))
+   AND NOT EXISTS (SELECT FROM pg_description WHERE objoid = c.oid)
+   AND NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+                   AND (a.attacl IS NOT NULL OR a.attstattarget <> -1
+                        OR array_to_string(a.attoptions, ',') LIKE '%n_distinct%'))
+FROM pg_class c WHERE c.oid = 'rollup'::regclass
 """
 # What makes the new rollup table owned and shared as the one it replaces.
 _ROLLUP_ACCESS = """
@@ -1388,13 +1407,17 @@ class _PostgresStore(_Store):
 
     def insert_rollups(self, parts: Sequence[rollups.Partials]) -> None:
         self.settle()
-        if not self.unkeyed or sum(len(part) for part in parts) < ROLLUPS_ASIDE_ROWS:
+        many = sum(len(part) for part in parts) >= ROLLUPS_ASIDE_ROWS
+        if not (self.unkeyed and many and self.driver.execute(_ROLLUP_PLAIN).fetchone()[0]):
             rollups.insert_new(self.connection, parts)
             return
         # A first import's rollups go into a table of their own, on a second connection, while
         # this one builds the observations' key: loading them here first, then both keys, left
         # a core idle through the load. That table, committed with its key, then takes rollup's
-        # place in this transaction, so readers see it at commit, like the rest.
+        # place in this transaction, so readers see it at commit, like the rest. (A transaction
+        # whose snapshot predates the import sees the rollups but not the observations: dropping
+        # a table is not MVCC-safe, and the rows are loaded frozen. kpibot's only snapshot
+        # transaction is a dry run, which reads no rollups of an empty store.)
         rollup_key = next(key for key in self.dropped_keys if key[0] == "rollup")
         self.dropped_keys.remove(rollup_key)
         schema, columns = self.driver.execute(_ROLLUP_COLUMNS).fetchone()
@@ -1436,25 +1459,32 @@ class _PostgresStore(_Store):
             self.driver.execute(statement)
 
     def _drop_stale_asides(self) -> None:
-        """Tables loaded aside by a first import killed before it could drop them. (Only an
-        import holding the advisory lock, as this one does, has one in use.)"""
+        """Tables loaded aside by a first import that failed or was killed before it could drop
+        them. (Only an import holding the advisory lock, as this one does, has one in use.)"""
         stale = self.driver.execute(
             "SELECT relnamespace::regnamespace::text || '.' || quote_ident(relname) FROM pg_class"
             " WHERE relkind = 'r' AND starts_with(relname, %s) AND relnamespace ="
             " (SELECT relnamespace FROM pg_class WHERE oid = 'rollup'::regclass)",
             (_ASIDE_PREFIX,),
         ).fetchall()
-        for (name,) in stale:
-            self.driver.execute(f"DROP TABLE {name}")
+        self._drop_aside([name for (name,) in stale])
 
     def discard(self) -> None:
-        """A table loaded aside that never took rollup's place. The import's own error is what
-        the user needs to see: if dropping fails as well, the next first import drops it."""
-        for aside in self.asides:
-            with suppress(Exception), self.connection.engine.connect() as connection:
-                connection.exec_driver_sql(f"DROP TABLE IF EXISTS {aside}")
-                connection.commit()
+        """A table loaded aside that never took rollup's place."""
+        self._drop_aside(self.asides)
         self.asides = []
+
+    def _drop_aside(self, tables: list[str]) -> None:
+        """Each in a short transaction of its own, outside the import's: a failed import drops
+        its table after its rollback has let the next import in, which may be dropping the same
+        one. Whichever comes second finds nothing or waits a moment; one that cannot drop a
+        table leaves it to the next first import, as the import's own error (or work) is what
+        matters here."""
+        for table in tables:
+            with suppress(Exception), self.connection.engine.connect() as connection:
+                connection.exec_driver_sql("SET LOCAL lock_timeout = '1s'")
+                connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+                connection.commit()
 
     def keyed(self) -> None:
         self.settle()

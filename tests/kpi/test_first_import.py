@@ -21,10 +21,10 @@ BERLIN = ZoneInfo("Europe/Berlin")
 HEADER = "measure,date,value,branch\n"
 
 
-@pytest.fixture(autouse=True, params=["rollups in place", "rollups aside"])
+@pytest.fixture(params=["rollups in place", "rollups aside"])
 def rollups_path(request, monkeypatch):
-    """Every test of a first import runs with the rollups loaded in place (a small import on
-    PostgreSQL, and SQLite) and aside (a big import on PostgreSQL)."""
+    """A test of a first import runs with the rollups loaded in place (a small import on
+    PostgreSQL) and aside (a big import on PostgreSQL)."""
     if request.param == "rollups aside":
         monkeypatch.setattr(importer, "ROLLUPS_ASIDE_ROWS", 1)
     return request.param
@@ -110,6 +110,7 @@ LINES = "".join(
 )
 
 
+@pytest.mark.usefixtures("rollups_path")
 def test_a_first_import_builds_the_keys_once_a_later_one_keeps_them(
     catalog_engine, tmp_path, monkeypatch
 ):
@@ -136,6 +137,7 @@ def test_a_first_import_builds_the_keys_once_a_later_one_keeps_them(
     assert_keys_hold(catalog_engine)
 
 
+@pytest.mark.usefixtures("rollups_path")
 def test_rollups_go_in_the_key_order_a_few_series_at_a_time(catalog_engine, tmp_path, monkeypatch):
     """Each of 7 series has a week and a month: chunks of 5 rows hold 2 series, so the rows of
     a chunk must still go a series at a time, not a grain at a time."""
@@ -152,6 +154,7 @@ def test_rollups_go_in_the_key_order_a_few_series_at_a_time(catalog_engine, tmp_
         assert stored == sorted(stored)
 
 
+@pytest.mark.usefixtures("rollups_path")
 def test_a_first_import_rejected_late_stores_nothing_and_keeps_the_keys(
     catalog_engine, tmp_path, monkeypatch
 ):
@@ -169,6 +172,7 @@ def test_a_first_import_rejected_late_stores_nothing_and_keeps_the_keys(
     assert_keys_hold(catalog_engine)
 
 
+@pytest.mark.usefixtures("rollups_path")
 def test_a_first_import_out_of_time_order(catalog_engine, tmp_path, monkeypatch):
     """Rows going back in time need a lookup of what this import stored (the keys are built
     then, mid-import); a new series after that is created on the way."""
@@ -191,6 +195,7 @@ def test_a_first_import_out_of_time_order(catalog_engine, tmp_path, monkeypatch)
     assert_keys_hold(catalog_engine)
 
 
+@pytest.mark.usefixtures("rollups_path")
 def test_a_conflicting_repeat_in_a_first_import_is_rejected(catalog_engine, tmp_path, monkeypatch):
     small_blocks(monkeypatch)
     body = "hires,2026-11-01,1,Berlin\nhires,2026-11-08,2,Berlin\nhires,2026-11-01,9,Berlin\n"
@@ -202,6 +207,7 @@ def test_a_conflicting_repeat_in_a_first_import_is_rejected(catalog_engine, tmp_
     assert_keys_hold(catalog_engine)
 
 
+@pytest.mark.usefixtures("rollups_path")
 def test_a_failure_mid_stream_leaves_nothing_and_the_store_usable(
     catalog_engine, tmp_path, monkeypatch
 ):
@@ -241,7 +247,7 @@ def rollup_table(engine) -> dict:
         " WHERE table_schema = current_schema() AND table_name = 'rollup'",
         "constraints": "SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid), ', ')"
         " FROM pg_constraint WHERE conrelid = 'rollup'::regclass",
-        "indexes": "SELECT string_agg(indexname, ', ') FROM pg_indexes"
+        "indexes": "SELECT string_agg(indexname, ', ' ORDER BY indexname) FROM pg_indexes"
         " WHERE schemaname = current_schema() AND tablename = 'rollup'",
         "access": "SELECT relowner::regrole::text || ' ' || coalesce(relacl::text, '')"
         " FROM pg_class WHERE oid = 'rollup'::regclass",
@@ -313,6 +319,7 @@ def test_a_first_import_failing_after_its_rollups_were_loaded_aside_leaves_nothi
 ):
     """The table loaded aside is committed before the import's transaction ends: when that
     rolls back, the table is dropped too."""
+    monkeypatch.setattr(importer, "ROLLUPS_ASIDE_ROWS", 1)
     before = rollup_table(catalog_engine)
 
     def fails(connection):
@@ -403,3 +410,120 @@ def test_a_store_in_a_schema_of_its_own_loads_its_rollups_aside_there(
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{store}", "{other}" CASCADE'))
         admin.dispose()
+
+
+# What an administrator may add to rollup, how to see it is still there, and how to undo it:
+# with any of them the rollups load in place, since the table loaded aside would lose it.
+ADDITIONS = {
+    "index": (
+        "CREATE INDEX rollup_by_start ON rollup (start)",
+        "SELECT count(*) FROM pg_indexes WHERE indexname = 'rollup_by_start'",
+        "DROP INDEX rollup_by_start",
+    ),
+    "view": (
+        "CREATE VIEW monthly AS SELECT * FROM rollup WHERE grain = 'month'",
+        "SELECT count(*) FROM monthly",
+        "DROP VIEW monthly",
+    ),
+    "comment": (
+        "COMMENT ON TABLE rollup IS 'kpibot rollups'",
+        "SELECT count(*) FROM pg_description WHERE objoid = 'rollup'::regclass",
+        "COMMENT ON TABLE rollup IS NULL",
+    ),
+    "storage setting": (
+        "ALTER TABLE rollup SET (fillfactor = 90)",
+        "SELECT count(*) FROM pg_class WHERE oid = 'rollup'::regclass AND reloptions IS NOT NULL",
+        "ALTER TABLE rollup RESET (fillfactor)",
+    ),
+    "statistics target": (
+        "ALTER TABLE rollup ALTER COLUMN start SET STATISTICS 500",
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'rollup'::regclass"
+        " AND attstattarget = 500",
+        "ALTER TABLE rollup ALTER COLUMN start SET STATISTICS -1",
+    ),
+    "column privilege": (
+        "GRANT SELECT (series_id, total) ON rollup TO PUBLIC",
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'rollup'::regclass"
+        " AND attacl IS NOT NULL",
+        "REVOKE SELECT (series_id, total) ON rollup FROM PUBLIC",
+    ),
+    "policy": (
+        "CREATE POLICY only_months ON rollup USING (grain = 'month')",
+        "SELECT count(*) FROM pg_policy WHERE polname = 'only_months'",
+        "DROP POLICY only_months ON rollup",
+    ),
+}
+
+
+@POSTGRES_ONLY
+@pytest.mark.parametrize("addition", ADDITIONS)
+def test_a_rollup_table_an_administrator_added_to_loads_in_place_and_keeps_it(
+    catalog_engine, tmp_path, monkeypatch, addition
+):
+    monkeypatch.setattr(importer, "ROLLUPS_ASIDE_ROWS", 1)
+    add, still_there, undo = ADDITIONS[addition]
+    with catalog_engine.begin() as connection:
+        connection.execute(text(add))
+    before = rollup_table(catalog_engine)
+    try:
+        run(catalog_engine, write(tmp_path, LINES))
+
+        assert rollup_table(catalog_engine) == before  # the same table, as it was
+        with catalog_engine.connect() as connection:
+            assert connection.execute(text(still_there)).scalar() > 0
+        assert counts(catalog_engine) == (2, 24, 30)
+        assert consistent(catalog_engine) == []
+    finally:
+        with catalog_engine.begin() as connection:
+            connection.execute(text(undo))
+
+
+@POSTGRES_ONLY
+def test_rollups_loaded_aside_keep_rollups_owner(catalog_engine, tmp_path, monkeypatch):
+    """The import runs as a member of the role owning the store, not as that role: the new
+    table is given to the owner, with the owner's and others' privileges as they were."""
+    monkeypatch.setattr(importer, "ROLLUPS_ASIDE_ROWS", 1)
+    owner, reader = (f"kpibot_{name}_{uuid.uuid4().hex[:8]}" for name in ("Owner", "reader"))
+    with catalog_engine.begin() as connection:
+        connection.execute(text(f'CREATE ROLE "{owner}"'))
+        connection.execute(text(f'CREATE ROLE "{reader}"'))
+        connection.execute(text(f'ALTER TABLE rollup OWNER TO "{owner}"'))
+        connection.execute(text(f'GRANT SELECT ON rollup TO "{reader}" WITH GRANT OPTION'))
+        connection.execute(text("GRANT INSERT ON rollup TO PUBLIC"))
+    before = rollup_table(catalog_engine)
+    try:
+        run(catalog_engine, write(tmp_path, LINES))
+
+        after = rollup_table(catalog_engine)
+        assert after["oid"] != before["oid"]
+        assert after["access"] == before["access"]
+        assert after["access"].startswith(f'"{owner}" ')
+        assert f"{reader}=r*/" in after["access"] and ",=a/" in after["access"]
+    finally:
+        with catalog_engine.begin() as connection:
+            connection.execute(text("ALTER TABLE rollup OWNER TO CURRENT_USER"))
+            connection.execute(text("REVOKE ALL ON rollup FROM PUBLIC"))
+            for role in (owner, reader):
+                connection.execute(text(f'DROP OWNED BY "{role}"'))
+                connection.execute(text(f'DROP ROLE "{role}"'))
+
+
+@POSTGRES_ONLY
+def test_a_left_table_still_in_use_does_not_hold_up_a_first_import(catalog_engine, tmp_path):
+    """A failed import drops its table after its rollback has let the next import in: the
+    next one's sweep of left tables must neither wait for that drop nor fail on it."""
+    left = "kpibot_rollup_load_feedfacecafe"
+    with catalog_engine.begin() as connection:
+        connection.execute(text(f"CREATE TABLE {left} (x int)"))
+    holding = catalog_engine.connect()
+    holding.execute(text(f"LOCK TABLE {left} IN ACCESS EXCLUSIVE MODE"))  # dropping it, say
+    try:
+        assert run(catalog_engine, write(tmp_path, LINES)).inserted == 24
+        with catalog_engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM observation")).scalar() == 24
+    finally:
+        holding.rollback()
+        holding.close()
+    assert rollup_table(catalog_engine)["asides"] == 1  # left for the next first import
+    with catalog_engine.begin() as connection:
+        connection.execute(text(f"DROP TABLE {left}"))
