@@ -1440,7 +1440,7 @@ class _PostgresStore(_Store):
         try:
             driver = raw.driver_connection
             driver.execute(f"CREATE TABLE {aside} ({columns})")
-            rollups.copy_new(driver, aside, parts, freeze=True)
+            rollups.copy_new(driver, aside, parts, aside=True)
             driver.execute(f"ALTER TABLE {aside} ADD CONSTRAINT {_key_name(aside)} {key}")
             driver.commit()
             self.asides.append(aside)

@@ -344,7 +344,7 @@ def test_a_failed_load_aside_fails_the_import_and_leaves_nothing(
     monkeypatch.setattr(importer, "ROLLUPS_ASIDE_ROWS", 1)
     before = rollup_table(catalog_engine)
 
-    def fails(driver, table, parts, freeze):
+    def fails(driver, table, parts, aside):
         raise RuntimeError("no space left on device")
 
     monkeypatch.setattr(rollups, "copy_new", fails)
