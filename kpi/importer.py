@@ -1346,7 +1346,7 @@ SELECT c.relpersistence = 'p' AND c.reltablespace = 0 AND c.reloptions IS NULL
            OR (d.refclassid = 'pg_type'::regclass AND d.refobjid = c.reltype)))
    AND NOT EXISTS (SELECT FROM pg_description WHERE objoid = c.oid)
    AND NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
-                   AND (a.attacl IS NOT NULL OR a.attstattarget <> -1
+                   AND NOT a.attisdropped AND (a.attacl IS NOT NULL OR a.attstattarget <> -1
                         OR array_to_string(a.attoptions, ',') LIKE '%n_distinct%'))
 FROM pg_class c WHERE c.oid = 'rollup'::regclass
 """

@@ -527,3 +527,23 @@ def test_a_left_table_still_in_use_does_not_hold_up_a_first_import(catalog_engin
     assert rollup_table(catalog_engine)["asides"] == 1  # left for the next first import
     with catalog_engine.begin() as connection:
         connection.execute(text(f"DROP TABLE {left}"))
+
+
+@POSTGRES_ONLY
+def test_a_rollup_table_with_a_dropped_column_still_loads_aside(
+    catalog_engine, tmp_path, monkeypatch
+):
+    """A column dropped by a migration's downgrade stays in the catalog, marked dropped (with
+    a statistics target of 0): that is nothing an administrator added."""
+    monkeypatch.setattr(importer, "ROLLUPS_ASIDE_ROWS", 1)
+    with catalog_engine.begin() as connection:
+        connection.execute(text("ALTER TABLE rollup ADD COLUMN gone int"))
+        connection.execute(text("ALTER TABLE rollup DROP COLUMN gone"))
+    before = rollup_table(catalog_engine)
+
+    run(catalog_engine, write(tmp_path, LINES))
+
+    after = rollup_table(catalog_engine)
+    assert after["oid"] != before["oid"]
+    assert after["columns"] == before["columns"]
+    assert consistent(catalog_engine) == []
