@@ -1408,9 +1408,12 @@ class _PostgresStore(_Store):
     def insert_rollups(self, parts: Sequence[rollups.Partials]) -> None:
         self.settle()
         many = sum(len(part) for part in parts) >= ROLLUPS_ASIDE_ROWS
-        if not (self.unkeyed and many and self.driver.execute(_ROLLUP_PLAIN).fetchone()[0]):
+        if self.unkeyed and many and self.driver.execute(_ROLLUP_PLAIN).fetchone()[0]:
+            self._insert_rollups_aside(parts)
+        else:
             rollups.insert_new(self.connection, parts)
-            return
+
+    def _insert_rollups_aside(self, parts: Sequence[rollups.Partials]) -> None:
         # A first import's rollups go into a table of their own, on a second connection, while
         # this one builds the observations' key: loading them here first, then both keys, left
         # a core idle through the load. That table, committed with its key, then takes rollup's
