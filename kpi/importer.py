@@ -783,7 +783,7 @@ class _Loader:
         self.keys: list[tuple[str, str, list[tuple[str, str]]]] = []
         self.key_index: dict[tuple[str, str], int] = {}
         self._given: dict[tuple, int] = {}  # as written (dimension order), to the key
-        self._file_keys: dict[tuple[str, ...], dict[tuple, int]] = {}  # per file header
+        self._file_keys: dict[tuple, int] = {}  # (measure, each dimension's value) of the file
         self.ids = np.zeros(0, np.int64)  # stored series id per key, 0 while there is none
         self.earliest = np.zeros(0, np.int64)  # earliest and latest moment seen so far per key
         self.latest = np.zeros(0, np.int64)
@@ -827,10 +827,10 @@ class _Loader:
         return self._suggestions[name]
 
     def file_series_keys(self, dims: list[str], rows: list[tuple[str, ...]]) -> np.ndarray:
-        """The series key of each (measure, value of each of dims, "" for none) of a file: a
-        block has one per series it holds, and a file thousands of blocks, so a key once found
-        is one dictionary lookup."""
-        known = self._file_keys.setdefault(tuple(dims), {})
+        """The series key of each (measure, value of each of dims, "" for none) of the file
+        (a loader reads one, so dims are always its header's): a block has one per series it
+        holds, and a file thousands of blocks, so a key once found is one dictionary lookup."""
+        known = self._file_keys
         keys = np.fromiter((known.get(row, -1) for row in rows), np.int64, len(rows))
         for k in np.flatnonzero(keys < 0):
             measure, *values = rows[k]
