@@ -217,25 +217,29 @@ def bench(
         runs.append(run_child(backend, workdir, admin_url, files[rows]))
     big = run_child(backend, workdir, admin_url, files[2 * rows])
 
-    def median_of(rates: list[float]) -> tuple[float, float, str]:
-        ratios = [rate / floor_rate for rate, floor_rate in zip(rates, floors, strict=True)]
+    def median_of(field: str) -> tuple[dict, float, float, str]:
+        """The round whose import (`field`: its seconds) is the median against its floor:
+        that run, its rows/s, its ratio, and every round's ratio."""
+        ratios = [
+            rows / run[field] / floor_rate for run, floor_rate in zip(runs, floors, strict=True)
+        ]
         middle = sorted(range(rounds), key=lambda k: ratios[k])[rounds // 2]
         shown = ", ".join(f"{ratio:.2f}x" for ratio in ratios)
-        return rates[middle], ratios[middle], f"rounds {shown}" if rounds > 1 else ""
+        run = runs[middle]
+        return run, rows / run[field], ratios[middle], f"rounds {shown}" if rounds > 1 else ""
 
     how = "csv.reader → executemany" if backend == "sqlite" else "COPY FROM STDIN (FORMAT csv)"
     spread = f"{min(floors):,.0f}–{max(floors):,.0f}" if rounds > 1 else f"{floors[0]:,.0f}"
     print(f"floor {backend} {label(rows)}: {spread} rows/s ({how}, bare table)")
-    rate, ratio, shown = median_of([rows / run["first"] for run in runs])
-    small = runs[[rows / run["first"] for run in runs].index(rate)]
+    small, rate, ratio, shown = median_of("first")
     print(
         f"import {backend} {label(rows)}: {rate:,.0f} rows/s = {ratio:.2f}x floor · "
         f"peak RSS {small['first_rss_kb'] / 1024:.0f} MB   [{small['first_line']}] {shown}"
     )
-    rate, ratio, shown = median_of([rows / run["again"] for run in runs])
+    again, rate, ratio, shown = median_of("again")
     print(
         f"re-import {backend} {label(rows)}: {rate:,.0f} rows/s = {ratio:.2f}x floor · "
-        f"{small['again_changed']} changed   [{small['again_line']}] {shown}"
+        f"{again['again_changed']} changed   [{again['again_line']}] {shown}"
     )
     print(
         f"daily import {backend} into the {label(rows)} store: {small['daily_rows']:,} new rows "
